@@ -1,0 +1,208 @@
+"""One ask/summarize run on one rank: load the model, encode the document, answer each question.
+
+``run_job`` is the same in a single process and in every torchrun rank; only the ``Comm`` differs.
+It reports through ``emit(event)`` with plain-JSON events, so a rank's events can be shipped to the
+CLI process and rendered exactly as in the single-process case. Only rank 0 emits.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import resource
+from pathlib import Path
+import time
+from dataclasses import dataclass, field
+from typing import Callable
+
+import torch
+
+from .star.comm import Comm
+from .star.engine import DEFAULT_PASS_TOKENS, StarEngine
+from .star.partition import plan_partition
+from .star.sampling import SamplingParams
+from .textstream import TextStream
+
+Emit = Callable[[dict], None]
+
+
+@dataclass
+class RunSettings:
+    """Everything a rank needs besides the token ids; JSON-serialisable for the launcher."""
+
+    model: str | None = None
+    device: str = "auto"
+    dtype: str = "auto"
+    attention: str = "star"
+    block_size: int | None = None
+    anchor_size: int | None = None
+    kernel: str = "auto"
+    max_new_tokens: int = 512
+    temperature: float = 0.0
+    top_p: float = 1.0
+    top_k: int = 0
+    seed: int | None = None
+    stop: list[str] = field(default_factory=list)
+    pass_tokens: int = DEFAULT_PASS_TOKENS
+    trust_remote_code: bool = False
+    allow_pickle: bool = False
+
+    def sampling(self) -> SamplingParams:
+        return SamplingParams(self.temperature, self.top_p, self.top_k, self.seed)
+
+
+@dataclass
+class Job:
+    settings: RunSettings
+    model_path: str  # a resolved transformers folder
+    document_ids: list[int]
+    questions: list[list[int]]  # token ids of each question part
+    question_texts: list[str] = field(default_factory=list)
+
+    def to_json(self) -> dict:
+        return {**dataclasses.asdict(self), "settings": dataclasses.asdict(self.settings)}
+
+    @classmethod
+    def from_json(cls, data: dict) -> "Job":
+        return cls(**{**data, "settings": RunSettings(**data["settings"])})
+
+
+def resolve_device(device: str) -> str:
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device == "cuda" and not torch.cuda.is_available():
+        raise ValueError("--device cuda: no CUDA device is available")
+    if device not in ("cpu", "cuda"):
+        raise ValueError(f"--device must be auto, cpu or cuda, got {device!r}")
+    return device
+
+
+def peak_memory_bytes(device: torch.device) -> int:
+    """Peak GPU memory on CUDA, else the process's peak resident set size."""
+    if device.type == "cuda":
+        return int(torch.cuda.max_memory_allocated(device))
+    return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * 1024
+
+
+def load_for_job(settings: RunSettings, model_path: str, comm: Comm):
+    """(model, tokenizer, dtype name, seconds) loaded with the star attention function registered."""
+    from .models import ModelSpec, load_model, pick_dtype
+    from .star import attention
+
+    attention.register()
+    dtype = pick_dtype(comm.device.type, settings.dtype)
+    start = time.perf_counter()
+    spec = ModelSpec(name=os.path.basename(model_path), kind="directory", path=Path(model_path))
+    model, tokenizer = load_model(
+        spec,
+        device=str(comm.device),
+        dtype=dtype,
+        attn_implementation=attention.ATTENTION_NAME,
+        trust_remote_code=settings.trust_remote_code,
+        allow_pickle=settings.allow_pickle,
+    )
+    return model, tokenizer, str(dtype).replace("torch.", ""), time.perf_counter() - start
+
+
+def run_job(job: Job, comm: Comm, emit: Emit, loaded=None) -> dict | None:
+    """Run ``job`` on this rank; returns the result dict on rank 0 (None elsewhere)."""
+    settings = job.settings
+    speak = emit if comm.rank == 0 else (lambda event: None)
+    if comm.device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(comm.device)
+    speak({"type": "stage", "stage": "loading model", "done": 0, "total": 1})
+    model, tokenizer, dtype_name, load_seconds = loaded or load_for_job(settings, job.model_path, comm)
+    speak({"type": "stage", "stage": "loading model", "done": 1, "total": 1})
+
+    from .prompt import stop_token_ids
+
+    engine = StarEngine(model, comm, kernel=settings.kernel, pass_tokens=settings.pass_tokens)
+    partition = plan_partition(
+        settings.attention, len(job.document_ids), comm.world_size, settings.block_size, settings.anchor_size
+    )
+    total_blocks = partition.num_blocks
+    speak({"type": "stage", "stage": "encoding blocks", "done": 0, "total": total_blocks})
+
+    def on_progress(done: int, total: int) -> None:
+        # rank 0's progress stands for all ranks: they run in lockstep on equal shares
+        speak({"type": "stage", "stage": "encoding blocks", "done": done * comm.world_size, "total": total_blocks})
+
+    doc = torch.tensor(job.document_ids, dtype=torch.long)
+    encode = engine.encode_context(doc, partition, on_progress)
+    speak({"type": "stage", "stage": "encoding blocks", "done": total_blocks, "total": total_blocks})
+    stops = stop_token_ids(tokenizer, model.config)
+    answers = []
+    for index, question_ids in enumerate(job.questions):
+        stream = TextStream(tokenizer, settings.stop)
+        text_parts: list[str] = []
+        if len(job.questions) > 1:
+            speak({"type": "question", "index": index, "text": _nth(job.question_texts, index)})
+
+        def on_token(token: int) -> bool:
+            delta = stream.feed(token)
+            if delta:
+                text_parts.append(delta)
+                speak({"type": "token", "text": delta})
+            return stream.stopped
+
+        tokens, stats = engine.answer(
+            question_ids,
+            max_new_tokens=settings.max_new_tokens,
+            sampling=settings.sampling(),
+            stop_token_ids=stops,
+            on_token=on_token,
+        )
+        tail = stream.flush()
+        if tail:
+            text_parts.append(tail)
+            speak({"type": "token", "text": tail})
+        speak({"type": "answer_end", "index": index})
+        answers.append(
+            {
+                "question": _nth(job.question_texts, index),
+                "answer": "".join(text_parts),
+                "answer_tokens": len(tokens),
+                "question_tokens": stats.question_tokens,
+                "time_to_first_token_s": encode.seconds + stats.prefill_seconds,
+                "prefill_s": stats.prefill_seconds,
+                "decode_s": stats.decode_seconds,
+                "decode_tokens_per_s": stats.decode_tokens / stats.decode_seconds if stats.decode_seconds > 0 else None,
+                "stop_reason": stats.stop_reason,
+            }
+        )
+    rank_stats = {
+        "rank": comm.rank,
+        "phase1_s": encode.seconds,
+        "kv_tokens": encode.tokens,
+        "anchor_tokens": encode.anchor_tokens,
+        "blocks": encode.blocks,
+        "peak_memory_bytes": peak_memory_bytes(comm.device),
+        "device": str(comm.device),
+    }
+    gathered = comm.gather_objects(rank_stats, dst=0)
+    if comm.rank != 0:
+        return None
+    phase1 = max(r["phase1_s"] for r in gathered)
+    result = {
+        "answers": answers,
+        "model": job.model_path,
+        "dtype": dtype_name,
+        "device": comm.device.type,
+        "kernel": engine.kernel,
+        "attention": settings.attention,
+        "block_size": partition.block_size,
+        "anchor_size": partition.anchor_size,
+        "blocks": total_blocks,
+        "ranks": comm.world_size,
+        "document_tokens": len(job.document_ids),
+        "model_load_s": load_seconds,
+        "phase1_s": phase1,
+        "phase1_tokens_per_s": len(job.document_ids) / phase1 if phase1 > 0 else None,
+        "per_rank": gathered,
+    }
+    speak({"type": "result", "result": result})
+    return result
+
+
+def _nth(items: list[str], index: int) -> str:
+    return items[index] if index < len(items) else ""

@@ -1,0 +1,89 @@
+"""Split a chat prompt into the document part (phase 1) and the question part (phase 2).
+
+Star Attention encodes the document once, independently of the question, so everything before the
+question (system prompt, the opening of the user turn, the document) must be one token sequence and
+the question plus the assistant opening another. The chat template is rendered once with markers in
+place of the document and the question; the text around the markers gives both parts. The two parts
+are tokenised separately, which is what makes the document part independent of the question.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+_DOC_MARK = "\u2063STARCLI-DOCUMENT\u2063"
+_QUESTION_MARK = "\u2063STARCLI-QUESTION\u2063"
+# Between the document and the question inside the user turn.
+SEPARATOR = "\n\n"
+
+
+class PromptError(ValueError):
+    pass
+
+
+@dataclass(frozen=True)
+class PromptParts:
+    document_ids: list[int]
+    question_ids: list[int]
+    template: str  # "chat" or "plain"
+
+
+def _render_template(tokenizer) -> tuple[str, str, str] | None:
+    """(before document, between document and question, after question) from the chat template."""
+    if not getattr(tokenizer, "chat_template", None):
+        return None
+    messages = [{"role": "user", "content": f"{_DOC_MARK}{SEPARATOR}{_QUESTION_MARK}"}]
+    text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+    if text.count(_DOC_MARK) != 1 or text.count(_QUESTION_MARK) != 1:
+        return None
+    before, rest = text.split(_DOC_MARK)
+    between, after = rest.split(_QUESTION_MARK)
+    return before, between, after
+
+
+def _encode(tokenizer, text: str) -> list[int]:
+    return tokenizer(text, add_special_tokens=False)["input_ids"]
+
+
+def document_text(tokenizer, document: str) -> tuple[str, str]:
+    """The exact text of the document part, and the template kind."""
+    parts = _render_template(tokenizer)
+    if parts is None:
+        return f"{document}{SEPARATOR}", "plain"
+    before, between, _ = parts
+    return f"{before}{document}{between}", "chat"
+
+
+def question_text(tokenizer, question: str) -> str:
+    parts = _render_template(tokenizer)
+    if parts is None:
+        return f"Question: {question}\nAnswer:"
+    return f"{question}{parts[2]}"
+
+
+def build_prompt(tokenizer, document: str, question: str) -> PromptParts:
+    if not question or not question.strip():
+        raise PromptError("the question is empty")
+    doc_text, kind = document_text(tokenizer, document)
+    doc_ids = _encode(tokenizer, doc_text)
+    # a template's leading BOS is part of its text; tokenizers that add one themselves get it here
+    bos = getattr(tokenizer, "bos_token_id", None)
+    if kind == "plain" and bos is not None and tokenizer("x")["input_ids"][:1] == [bos]:
+        doc_ids = [bos, *doc_ids]
+    return PromptParts(doc_ids, _encode(tokenizer, question_text(tokenizer, question.strip())), kind)
+
+
+def stop_token_ids(tokenizer, model_config=None) -> set[int]:
+    """EOS and the chat template's end-of-turn tokens."""
+    ids: set[int] = set()
+    for source in (tokenizer, getattr(model_config, "generation_config", None), model_config):
+        value = getattr(source, "eos_token_id", None) if source is not None else None
+        if isinstance(value, int):
+            ids.add(value)
+        elif isinstance(value, (list, tuple)):
+            ids.update(int(v) for v in value)
+    for name in ("<|im_end|>", "<|eot_id|>", "<|end_of_turn|>", "<end_of_turn>", "<|endoftext|>"):
+        token_id = tokenizer.convert_tokens_to_ids(name) if name in tokenizer.get_vocab() else None
+        if isinstance(token_id, int):
+            ids.add(token_id)
+    return ids

@@ -1,0 +1,1 @@
+"""Star Attention on transformers models: partition, kernels, merge, communication, engine."""

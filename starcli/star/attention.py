@@ -1,0 +1,255 @@
+"""The attention function starcli registers with transformers, and the per-run state it works on.
+
+transformers calls ``star_attention_forward(module, q, k, v, mask, **kwargs)`` in every attention
+layer with q (B, Hq, S, D) and k/v (B, Hkv, S, D) of the tokens in the current forward pass
+(positions already applied; starcli runs models with ``use_cache=False`` and keeps the KV itself).
+The engine passes an ``AttentionState`` as the ``star_state`` keyword; its current ``step`` says
+what the pass is:
+
+- ``AnchorStep``: the anchor tokens alone, causal; their KV is kept as this rank's anchor.
+- ``BlocksStep``: one or more whole star blocks. Block 0 attends causally to itself (its first
+  tokens are the anchor); every other block attends to the anchor plus, causally, itself.
+- ``DenseChunkStep``: a chunk of the document attending to all earlier document KV plus itself
+  (chunked prefill of full causal attention).
+- ``RingStep``: this rank's zigzag chunks; KV of all ranks is gathered and each chunk attends to
+  every earlier token exactly (the context-parallel baseline).
+- ``GenerateStep``: phase 2. Queries attend to the document KV held here; the last rank also
+  holds the question/answer KV ("tail") and attends to it causally. Partials are all-gathered and
+  merged by log-sum-exp, so every rank ends with the exact global result.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+
+from .comm import Comm
+from .kernels import attention_with_lse, empty_partial
+from .merge import merge_many, merge_partials
+
+ATTENTION_NAME = "star"
+
+
+@dataclass
+class AnchorStep:
+    pass
+
+
+@dataclass
+class BlocksStep:
+    lengths: list[int]  # lengths of the blocks in this pass, in document order
+    starts_with_block0: bool
+    anchor_size: int
+
+
+@dataclass
+class DenseChunkStep:
+    pass
+
+
+@dataclass
+class RingStep:
+    local_ranges: list[tuple[int, int]]  # this rank's chunks, [start, end) in the document
+    rank_ranges: list[list[tuple[int, int]]]  # every rank's chunks, for placing gathered KV
+    num_tokens: int
+
+
+@dataclass
+class GenerateStep:
+    pass
+
+
+@dataclass
+class KVBuffer:
+    """Preallocated per-layer K/V of shape (B, Hkv, capacity, D); ``filled`` tokens are valid."""
+
+    capacity: int
+    keys: dict[int, torch.Tensor] = field(default_factory=dict)
+    values: dict[int, torch.Tensor] = field(default_factory=dict)
+    filled: int = 0
+
+    def write(self, layer: int, k: torch.Tensor, v: torch.Tensor, offset: int) -> None:
+        if layer not in self.keys:
+            b, h, _, d = k.shape
+            self.keys[layer] = k.new_empty(b, h, self.capacity, d)
+            self.values[layer] = v.new_empty(b, h, self.capacity, d)
+        end = offset + k.shape[2]
+        if end > self.capacity:
+            raise RuntimeError(f"KV buffer overflow: {end} > {self.capacity} tokens")
+        self.keys[layer][:, :, offset:end] = k
+        self.values[layer][:, :, offset:end] = v
+
+    def read(self, layer: int, end: int | None = None) -> tuple[torch.Tensor, torch.Tensor] | None:
+        if layer not in self.keys:
+            return None
+        end = self.filled if end is None else end
+        return self.keys[layer][:, :, :end], self.values[layer][:, :, :end]
+
+    def nbytes(self) -> int:
+        return sum(t.numel() * t.element_size() for t in (*self.keys.values(), *self.values.values()))
+
+
+class AttentionState:
+    """Everything the registered attention function needs for one document on one rank."""
+
+    def __init__(self, comm: Comm, kernel: str):
+        self.comm = comm
+        self.kernel = kernel
+        self.step = None
+        self.document = KVBuffer(0)
+        self.anchor = KVBuffer(0)
+        self.tail = KVBuffer(0)
+        self.anchor_in_document = False  # rank 0: the anchor is the start of the document buffer
+
+    # --- helpers -------------------------------------------------------------------------------
+    def _attend(self, q, k, v, causal: bool, scale: float):
+        return attention_with_lse(q, k, v, causal=causal, scale=scale, kernel=self.kernel)
+
+    def _anchor_kv(self, layer: int, anchor_size: int):
+        if self.anchor_in_document:
+            return self.document.read(layer, end=anchor_size)
+        return self.anchor.read(layer)
+
+    # --- steps ----------------------------------------------------------------------------------
+    def attend(self, layer: int, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float) -> torch.Tensor:
+        """Output (B, Hq, S, D) of this layer for the current step."""
+        step = self.step
+        if isinstance(step, GenerateStep):
+            return self._generate(layer, q, k, v, scale)
+        if isinstance(step, BlocksStep):
+            return self._blocks(layer, q, k, v, scale, step)
+        if isinstance(step, DenseChunkStep):
+            return self._dense_chunk(layer, q, k, v, scale)
+        if isinstance(step, RingStep):
+            return self._ring(layer, q, k, v, scale, step)
+        if isinstance(step, AnchorStep):
+            self.anchor.write(layer, k, v, 0)
+            return self._attend(q, k, v, True, scale)[0]
+        raise RuntimeError("star attention called outside an engine step")
+
+    def _blocks(self, layer, q, k, v, scale, step: BlocksStep):
+        offset = self.document.filled
+        self.document.write(layer, k, v, offset)
+        out = torch.empty_like(q)
+        pos = 0
+        lengths = list(step.lengths)
+        if step.starts_with_block0:
+            first = lengths.pop(0)
+            out[:, :, :first] = self._attend(q[:, :, :first], k[:, :, :first], v[:, :, :first], True, scale)[0]
+            pos = first
+        anchor_k, anchor_v = self._anchor_kv(layer, step.anchor_size)
+        for length, count in _runs(lengths):
+            span = slice(pos, pos + length * count)
+            # local causal attention of each block to itself, the blocks batched along dim 0
+            local_out, local_lse = self._attend(
+                _split_blocks(q[:, :, span], count), _split_blocks(k[:, :, span], count),
+                _split_blocks(v[:, :, span], count), True, scale,
+            )
+            local_out, local_lse = _join_blocks(local_out, count), _join_lse(local_lse, count)
+            # every block sees the whole anchor: one non-causal call for all of them
+            anchor_out, anchor_lse = self._attend(q[:, :, span], anchor_k, anchor_v, False, scale)
+            out[:, :, span] = merge_partials(local_out, local_lse, anchor_out, anchor_lse)[0]
+            pos += length * count
+        return out
+
+    def _dense_chunk(self, layer, q, k, v, scale):
+        offset = self.document.filled
+        earlier = self.document.read(layer, end=offset)
+        self.document.write(layer, k, v, offset)
+        own = self._attend(q, k, v, True, scale)
+        if earlier is None or offset == 0:
+            return own[0]
+        past = self._attend(q, earlier[0], earlier[1], False, scale)
+        return merge_partials(*own, *past)[0]
+
+    def _ring(self, layer, q, k, v, scale, step: RingStep):
+        self.document.write(layer, k, v, 0)
+        lengths = [sum(e - s for s, e in ranges) for ranges in step.rank_ranges]
+        gathered_k = self.comm.all_gather_varlen(k, lengths, dim=2)
+        gathered_v = self.comm.all_gather_varlen(v, lengths, dim=2)
+        b, h, _, d = k.shape
+        full_k = k.new_empty(b, h, step.num_tokens, d)
+        full_v = v.new_empty(b, h, step.num_tokens, d)
+        for ranges, kk, vv in zip(step.rank_ranges, gathered_k, gathered_v):
+            pos = 0
+            for s, e in ranges:
+                full_k[:, :, s:e] = kk[:, :, pos : pos + e - s]
+                full_v[:, :, s:e] = vv[:, :, pos : pos + e - s]
+                pos += e - s
+        out = torch.empty_like(q)
+        pos = 0
+        for s, e in step.local_ranges:
+            span = slice(pos, pos + e - s)
+            own = self._attend(q[:, :, span], k[:, :, span], v[:, :, span], True, scale)
+            if s > 0:
+                past = self._attend(q[:, :, span], full_k[:, :, :s], full_v[:, :, :s], False, scale)
+                own = merge_partials(*own, *past)
+            out[:, :, span] = own[0]
+            pos += e - s
+        return out
+
+    def _generate(self, layer, q, k, v, scale):
+        held = self.document.read(layer)
+        if held is None:
+            partial = None
+        else:
+            partial = self._attend(q, held[0], held[1], False, scale)
+        if self.comm.is_last:
+            start = self.tail.filled
+            self.tail.write(layer, k, v, start)
+            tail_k, tail_v = self.tail.read(layer, end=start + q.shape[2])
+            own = self._attend(q, tail_k, tail_v, True, scale)
+            partial = own if partial is None else merge_partials(*partial, *own)
+        if partial is None:
+            partial = empty_partial(q)
+        outs, lses = self.comm.all_gather_partials(*partial)
+        return merge_many(outs, lses)[0]
+
+
+def _runs(lengths: list[int]) -> list[tuple[int, int]]:
+    """Consecutive equal lengths as (length, count): full blocks batch together, a short last one apart."""
+    runs: list[tuple[int, int]] = []
+    for n in lengths:
+        if runs and runs[-1][0] == n:
+            runs[-1] = (n, runs[-1][1] + 1)
+        else:
+            runs.append((n, 1))
+    return runs
+
+
+def _split_blocks(x: torch.Tensor, count: int) -> torch.Tensor:
+    """(B, H, count·L, D) -> (B·count, H, L, D)."""
+    b, h, total, d = x.shape
+    length = total // count
+    return x.reshape(b, h, count, length, d).transpose(1, 2).reshape(b * count, h, length, d)
+
+
+def _join_blocks(x: torch.Tensor, count: int) -> torch.Tensor:
+    """(B·count, H, L, D) -> (B, H, count·L, D)."""
+    bc, h, length, d = x.shape
+    return x.reshape(bc // count, count, h, length, d).transpose(1, 2).reshape(bc // count, h, count * length, d)
+
+
+def _join_lse(x: torch.Tensor, count: int) -> torch.Tensor:
+    """(B·count, H, L) -> (B, H, count·L)."""
+    bc, h, length = x.shape
+    return x.reshape(bc // count, count, h, length).transpose(1, 2).reshape(bc // count, h, count * length)
+
+
+def star_attention_forward(module, query, key, value, attention_mask, scaling=None, dropout=0.0, star_state=None, **kwargs):
+    """The function registered as ``attn_implementation="star"`` (transformers' attention interface)."""
+    if star_state is None:
+        raise RuntimeError("attn_implementation='star' needs the starcli engine (star_state keyword missing)")
+    if scaling is None:
+        scaling = query.shape[-1] ** -0.5
+    out = star_state.attend(module.layer_idx, query, key, value, scaling)
+    return out.transpose(1, 2).contiguous(), None
+
+
+def register() -> None:
+    """Register with transformers (idempotent). Mask creation is skipped for unknown names, which is
+    what we want: masks here are structural, never materialised."""
+    from transformers import AttentionInterface
+
+    AttentionInterface.register(ATTENTION_NAME, star_attention_forward)

@@ -1,0 +1,254 @@
+"""Phase 1 (encode the document) and phase 2 (question, then token-by-token answer).
+
+The engine knows token ids, not text: prompt building and detokenisation live elsewhere. It runs an
+unmodified transformers causal LM loaded with ``attn_implementation="star"`` and drives it with
+explicit position ids and ``use_cache=False``; the KV it needs is kept in ``AttentionState``.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Callable
+
+import torch
+
+from . import attention
+from .attention import AnchorStep, AttentionState, BlocksStep, DenseChunkStep, GenerateStep, RingStep
+from .comm import Comm
+from .kernels import resolve_kernel
+from .partition import Partition, plan_dense
+from .sampling import SamplingParams, make_generator, sample_next
+
+# A forward pass holds at most this many document tokens (but always at least one whole block):
+# bounds activation memory without making passes too small to run at full speed.
+DEFAULT_PASS_TOKENS = 32768
+
+
+class EngineError(RuntimeError):
+    pass
+
+
+@dataclass
+class EncodeStats:
+    seconds: float = 0.0
+    tokens: int = 0  # document tokens whose KV this rank keeps
+    anchor_tokens: int = 0  # extra tokens computed for the anchor on this rank
+    blocks: int = 0
+    passes: int = 0
+
+
+@dataclass
+class AnswerStats:
+    question_tokens: int = 0
+    prefill_seconds: float = 0.0  # question prefill through the first chosen token
+    decode_seconds: float = 0.0
+    decode_tokens: int = 0  # tokens generated after the first
+    stop_reason: str = ""
+
+
+@dataclass
+class EngineRun:
+    """The document's KV on this rank plus bookkeeping for one or more answers."""
+
+    partition: Partition
+    encode: EncodeStats = field(default_factory=EncodeStats)
+
+
+def supports_star(model) -> str | None:
+    """None if the model can be driven by the engine, else the reason it cannot."""
+    config = model.config
+    if not getattr(model, "_supports_attention_backend", False):
+        return f"model type {config.model_type!r} does not support custom attention functions"
+    if getattr(config, "is_encoder_decoder", False):
+        return "encoder-decoder models are not supported (decoder-only causal LMs only)"
+    layer_types = getattr(config, "layer_types", None)
+    if layer_types and any(t != "full_attention" for t in layer_types):
+        return "models with sliding-window or linear-attention layers are not supported yet"
+    return None
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+class StarEngine:
+    def __init__(self, model, comm: Comm | None = None, kernel: str = "auto", pass_tokens: int = DEFAULT_PASS_TOKENS):
+        attention.register()
+        reason = supports_star(model)
+        if reason:
+            raise EngineError(reason)
+        if model.config._attn_implementation != attention.ATTENTION_NAME:
+            raise EngineError(f"load the model with attn_implementation={attention.ATTENTION_NAME!r}")
+        self.model = model
+        self.device = next(model.parameters()).device
+        self.comm = comm or Comm(device=self.device)
+        self.kernel = resolve_kernel(kernel, self.device)
+        self.pass_tokens = pass_tokens
+        self.state = AttentionState(self.comm, self.kernel)
+        self.run: EngineRun | None = None
+
+    # --- forward ---------------------------------------------------------------------------------
+    def _forward(self, ids: torch.Tensor, positions: torch.Tensor, step, want_logits: bool) -> torch.Tensor | None:
+        self.state.step = step
+        kwargs = dict(input_ids=ids[None], position_ids=positions[None], use_cache=False, star_state=self.state)
+        try:
+            with torch.inference_mode():
+                if want_logits:
+                    return self.model(**kwargs, logits_to_keep=1).logits[0, -1]
+                # the base model only: no logits are ever computed for document tokens
+                self.model.base_model(**kwargs)
+                return None
+        finally:
+            self.state.step = None
+
+    # --- phase 1 ---------------------------------------------------------------------------------
+    def encode_context(
+        self, doc_ids: torch.Tensor, partition: Partition, on_progress: Callable[[int, int], None] | None = None
+    ) -> EncodeStats:
+        """Encode this rank's share of ``doc_ids`` (N,) per ``partition``; keeps its KV for phase 2."""
+        if doc_ids.numel() != partition.num_tokens:
+            raise EngineError(f"partition is for {partition.num_tokens} tokens, got {doc_ids.numel()}")
+        self.state = AttentionState(self.comm, self.kernel)
+        doc_ids = doc_ids.to(self.device)
+        plan = partition.ranks[self.comm.rank]
+        stats = EncodeStats(tokens=plan.num_tokens, blocks=len(plan.blocks))
+        self.state.document.capacity = plan.num_tokens
+        _sync(self.device)
+        start = time.perf_counter()
+        if partition.attention == "star":
+            self._encode_star(doc_ids, partition, stats, on_progress)
+        elif partition.attention == "dense":
+            self._encode_dense(doc_ids, partition, stats, on_progress)
+        elif partition.attention == "ring":
+            self._encode_ring(doc_ids, partition, stats, on_progress)
+        else:
+            raise EngineError(f"unknown attention {partition.attention!r}")
+        self.state.anchor = attention.KVBuffer(0)  # the anchor's KV is only needed in phase 1
+        _sync(self.device)
+        stats.seconds = time.perf_counter() - start
+        self.run = EngineRun(partition, stats)
+        return stats
+
+    def _positions(self, start: int, end: int) -> torch.Tensor:
+        return torch.arange(start, end, device=self.device)
+
+    def _encode_star(self, doc_ids, partition: Partition, stats: EncodeStats, on_progress) -> None:
+        plan = partition.ranks[self.comm.rank]
+        anchor = partition.anchor_size
+        if plan.needs_anchor:
+            self.state.anchor.capacity = anchor
+            self._forward(doc_ids[:anchor], self._positions(0, anchor), AnchorStep(), want_logits=False)
+            self.state.anchor.filled = anchor
+            stats.anchor_tokens = anchor
+        self.state.anchor_in_document = bool(plan.blocks) and plan.blocks[0].index == 0
+        done = 0
+        for group in _passes(list(plan.blocks), self.pass_tokens):
+            start, end = group[0].start, group[-1].end
+            step = BlocksStep([b.length for b in group], starts_with_block0=group[0].index == 0, anchor_size=anchor)
+            self._forward(doc_ids[start:end], self._positions(start, end), step, want_logits=False)
+            self.state.document.filled += end - start
+            done += len(group)
+            stats.passes += 1
+            if on_progress:
+                on_progress(done, len(plan.blocks))
+
+    def _encode_dense(self, doc_ids, partition: Partition, stats: EncodeStats, on_progress) -> None:
+        chunks = plan_dense(partition.num_tokens, self.pass_tokens).ranks[0].blocks
+        for i, chunk in enumerate(chunks):
+            self._forward(doc_ids[chunk.start : chunk.end], self._positions(chunk.start, chunk.end), DenseChunkStep(), False)
+            self.state.document.filled += chunk.length
+            stats.passes += 1
+            if on_progress:
+                on_progress(i + 1, len(chunks))
+
+    def _encode_ring(self, doc_ids, partition: Partition, stats: EncodeStats, on_progress) -> None:
+        plan = partition.ranks[self.comm.rank]
+        local = [(b.start, b.end) for b in plan.blocks]
+        everyone = [[(b.start, b.end) for b in r.blocks] for r in partition.ranks]
+        ids = torch.cat([doc_ids[s:e] for s, e in local])
+        positions = torch.cat([self._positions(s, e) for s, e in local])
+        self._forward(ids, positions, RingStep(local, everyone, partition.num_tokens), want_logits=False)
+        self.state.document.filled = plan.num_tokens
+        stats.passes = 1
+        if on_progress:
+            on_progress(len(plan.blocks), len(plan.blocks))
+
+    # --- phase 2 ---------------------------------------------------------------------------------
+    def _step(self, ids: list[int], position: int) -> torch.Tensor:
+        tensor = torch.tensor(ids, dtype=torch.long, device=self.device)
+        logits = self._forward(tensor, self._positions(position, position + len(ids)), GenerateStep(), want_logits=True)
+        if self.comm.is_last:
+            self.state.tail.filled += len(ids)
+        return logits
+
+    def _choose(self, logits: torch.Tensor, params: SamplingParams, generator) -> int:
+        # the last rank decides and broadcasts, so ranks can never diverge on sampled tokens
+        token = sample_next(logits, params, generator) if self.comm.is_last else -1
+        return self.comm.broadcast_int(token, src=self.comm.world_size - 1)
+
+    def answer(
+        self,
+        question_ids: list[int],
+        *,
+        max_new_tokens: int,
+        sampling: SamplingParams = SamplingParams(),
+        stop_token_ids: set[int] = frozenset(),
+        on_token: Callable[[int], bool] | None = None,
+    ) -> tuple[list[int], AnswerStats]:
+        """Phase 2: prefill ``question_ids`` after the document, then generate.
+
+        ``on_token(token) -> bool`` sees each generated token (not stop tokens); returning True
+        stops (e.g. a stop string was completed). Each call starts from the encoded document alone,
+        so several questions can be answered against one encoding.
+        """
+        if self.run is None:
+            raise EngineError("encode_context must run before answer")
+        if not question_ids:
+            raise EngineError("the question is empty")
+        if max_new_tokens < 1:
+            raise EngineError(f"max_new_tokens must be at least 1, got {max_new_tokens}")
+        stats = AnswerStats(question_tokens=len(question_ids))
+        self.state.tail = attention.KVBuffer(len(question_ids) + max_new_tokens if self.comm.is_last else 0)
+        generator = make_generator(sampling)
+        position = self.run.partition.num_tokens
+        _sync(self.device)
+        start = time.perf_counter()
+        logits = self._step(question_ids, position)
+        position += len(question_ids)
+        token = self._choose(logits, sampling, generator)
+        stats.prefill_seconds = time.perf_counter() - start
+        tokens: list[int] = []
+        decode_start = time.perf_counter()
+        while True:
+            if token in stop_token_ids:
+                stats.stop_reason = "end of turn"
+                break
+            tokens.append(token)
+            if on_token and on_token(token):
+                stats.stop_reason = "stop string"
+                break
+            if len(tokens) >= max_new_tokens:
+                stats.stop_reason = "max new tokens"
+                break
+            logits = self._step([token], position)
+            position += 1
+            token = self._choose(logits, sampling, generator)
+        stats.decode_seconds = time.perf_counter() - decode_start
+        stats.decode_tokens = max(0, len(tokens) - 1)
+        return tokens, stats
+
+    def kv_bytes(self) -> int:
+        return self.state.document.nbytes() + self.state.tail.nbytes()
+
+
+def _passes(blocks: list, pass_tokens: int) -> list[list]:
+    """Group consecutive blocks into passes of at most ``pass_tokens`` tokens (≥ one block each)."""
+    groups: list[list] = []
+    for block in blocks:
+        if groups and sum(b.length for b in groups[-1]) + block.length <= pass_tokens:
+            groups[-1].append(block)
+        else:
+            groups.append([block])
+    return groups

@@ -1,0 +1,179 @@
+"""Attention kernels that return the log-sum-exp (LSE) alongside the output.
+
+Every Star Attention step is "attention of some queries over some keys, plus the LSE so partial
+results can be merged". One function, ``attention_with_lse``, hides which kernel does it:
+
+- ``flash-attn``: the flash-attn package, when installed (CUDA).
+- ``cudnn``: ``aten._scaled_dot_product_cudnn_attention`` (CUDA; the fastest LSE-returning op in torch).
+- ``flash-sdpa``: ``aten._scaled_dot_product_flash_attention`` (CUDA; FlashAttention-2 inside torch).
+- ``cpu-flash``: ``aten._scaled_dot_product_flash_attention_for_cpu`` (CPU; tiled, memory-light).
+- ``math``: plain matmul + logsumexp in float32, query-chunked; the portable reference path.
+
+Layout everywhere: q (B, Hq, Sq, D), k/v (B, Hkv, Sk, D) with Hq a multiple of Hkv (grouped-query
+attention: query head h uses KV head h // (Hq // Hkv)); out (B, Hq, Sq, D) in q's dtype,
+lse (B, Hq, Sq) float32, natural log.
+
+``causal=True`` means bottom-right aligned: query i sees keys up to Sk - Sq + i. Kernels disagree
+on alignment when Sq != Sk, so only square causal calls reach a kernel; the rest is split into a
+non-causal prefix and a square causal tail and merged.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Callable
+
+import torch
+
+from .merge import merge_partials
+
+KERNELS = ("auto", "flash-attn", "cudnn", "flash-sdpa", "cpu-flash", "math")
+
+# Rows of queries per chunk in the math kernel: bounds the (rows × Sk) score matrix in memory.
+_MATH_QUERY_CHUNK = 1024
+
+
+class KernelError(RuntimeError):
+    pass
+
+
+def empty_partial(q: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The result of attending to no keys: out 0, lse -inf (merges as a no-op)."""
+    b, h, s, d = q.shape
+    return q.new_zeros(b, h, s, d), torch.full((b, h, s), float("-inf"), device=q.device, dtype=torch.float32)
+
+
+def _group_queries(q: torch.Tensor, num_kv_heads: int) -> torch.Tensor:
+    """(B, Hq, S, D) -> (B, Hkv, G·S, D): without a causal mask, the G query heads sharing one KV
+    head are just more queries for it, so grouped-query attention needs no KV copy."""
+    b, hq, s, d = q.shape
+    groups = hq // num_kv_heads
+    return q.reshape(b, num_kv_heads, groups * s, d)
+
+
+def _ungroup(out: torch.Tensor, lse: torch.Tensor, num_q_heads: int) -> tuple[torch.Tensor, torch.Tensor]:
+    b, hkv, gs, d = out.shape
+    s = gs // (num_q_heads // hkv)
+    return out.reshape(b, num_q_heads, s, d), lse.reshape(b, num_q_heads, s)
+
+
+def _expand_kv(x: torch.Tensor, num_q_heads: int) -> torch.Tensor:
+    groups = num_q_heads // x.shape[1]
+    return x if groups == 1 else x.repeat_interleave(groups, dim=1)
+
+
+def _math(q, k, v, causal: bool, scale: float):
+    """Reference kernel: float32 scores, exact softmax, query rows in chunks to bound memory."""
+    b, hq, sq, d = q.shape
+    hkv, sk = k.shape[1], k.shape[2]
+    groups = hq // hkv
+    kf = k.float().unsqueeze(2)  # (B, Hkv, 1, Sk, D): broadcast over the query group, no copy
+    vf = v.float().unsqueeze(2)
+    qf = q.float().reshape(b, hkv, groups, sq, d)
+    outs, lses = [], []
+    for lo in range(0, sq, _MATH_QUERY_CHUNK):
+        hi = min(lo + _MATH_QUERY_CHUNK, sq)
+        scores = torch.matmul(qf[:, :, :, lo:hi], kf.transpose(-1, -2)) * scale  # (B,Hkv,G,rows,Sk)
+        if causal:
+            rows = torch.arange(lo, hi, device=q.device).unsqueeze(1) + (sk - sq)
+            cols = torch.arange(sk, device=q.device).unsqueeze(0)
+            scores = scores.masked_fill(cols > rows, float("-inf"))
+        lse = torch.logsumexp(scores, dim=-1)
+        probs = torch.exp(scores - lse.unsqueeze(-1))
+        outs.append(torch.matmul(probs, vf))
+        lses.append(lse)
+    out = torch.cat(outs, dim=3).reshape(b, hq, sq, d)
+    lse = torch.cat(lses, dim=3).reshape(b, hq, sq)
+    return out.to(q.dtype), lse
+
+
+def _cpu_flash(q, k, v, causal: bool, scale: float):
+    # handles grouped heads itself (verified against the math kernel in the tests)
+    out, lse = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu(q, k, v, 0.0, causal, scale=scale)
+    return out, lse.float()
+
+
+def _cudnn(q, k, v, causal: bool, scale: float):
+    k, v = _expand_kv(k, q.shape[1]), _expand_kv(v, q.shape[1])
+    result = torch.ops.aten._scaled_dot_product_cudnn_attention(q, k, v, None, True, 0.0, causal, False, scale=scale)
+    out, lse = result[0], result[1]
+    return out, lse.reshape(q.shape[:3]).float()
+
+
+def _flash_sdpa(q, k, v, causal: bool, scale: float):
+    k, v = _expand_kv(k, q.shape[1]), _expand_kv(v, q.shape[1])
+    result = torch.ops.aten._scaled_dot_product_flash_attention(q, k, v, 0.0, causal, False, scale=scale)
+    return result[0], result[1].float()
+
+
+def _flash_attn(q, k, v, causal: bool, scale: float):
+    from flash_attn import flash_attn_func  # optional dependency
+
+    # flash-attn wants (B, S, H, D) and supports grouped KV heads natively
+    out, lse, _ = flash_attn_func(
+        q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), softmax_scale=scale, causal=causal, return_attn_probs=True
+    )
+    return out.transpose(1, 2), lse.float()
+
+
+_IMPLEMENTATIONS: dict[str, Callable] = {
+    "math": _math,
+    "cpu-flash": _cpu_flash,
+    "cudnn": _cudnn,
+    "flash-sdpa": _flash_sdpa,
+    "flash-attn": _flash_attn,
+}
+
+
+def _flash_attn_installed() -> bool:
+    try:
+        import flash_attn  # noqa: F401
+    except Exception:
+        return False
+    return True
+
+
+def resolve_kernel(name: str, device: torch.device | str) -> str:
+    """Turn ``auto`` into the fastest kernel available on ``device``; reject impossible choices."""
+    device_type = torch.device(device).type
+    if name not in KERNELS:
+        raise KernelError(f"unknown kernel {name!r}: choose one of {', '.join(KERNELS)}")
+    if name == "auto":
+        if device_type == "cuda":
+            if _flash_attn_installed():
+                return "flash-attn"
+            return "cudnn" if torch.backends.cudnn.is_available() else "flash-sdpa"
+        return "cpu-flash" if device_type == "cpu" else "math"
+    if name in ("cudnn", "flash-sdpa", "flash-attn") and device_type != "cuda":
+        raise KernelError(f"kernel {name} needs a CUDA device")
+    if name == "cpu-flash" and device_type != "cpu":
+        raise KernelError("kernel cpu-flash runs on the CPU only")
+    if name == "flash-attn" and not _flash_attn_installed():
+        raise KernelError("kernel flash-attn is not installed (pip install flash-attn)")
+    return name
+
+
+def attention_with_lse(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, causal: bool, scale: float | None = None, kernel: str = "math"
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Softmax attention of q over (k, v), returning (out (B, Hq, Sq, D), lse (B, Hq, Sq) float32).
+
+    ``kernel`` must already be resolved (see ``resolve_kernel``).
+    """
+    sq, sk = q.shape[2], k.shape[2]
+    scale = scale if scale is not None else 1.0 / math.sqrt(q.shape[-1])
+    if sk == 0 or sq == 0:
+        return empty_partial(q)  # some kernels crash on empty key sets
+    if causal and sq == 1:
+        causal = False  # one query at the end of the keys sees all of them
+    if causal and sq != sk:
+        if sq > sk:
+            raise KernelError(f"bottom-right causal attention needs Sq <= Sk, got {sq} > {sk}")
+        head = attention_with_lse(q, k[:, :, : sk - sq], v[:, :, : sk - sq], causal=False, scale=scale, kernel=kernel)
+        tail = attention_with_lse(q, k[:, :, sk - sq :], v[:, :, sk - sq :], causal=True, scale=scale, kernel=kernel)
+        return merge_partials(*head, *tail)
+    impl = _IMPLEMENTATIONS[kernel]
+    if not causal and kernel != "cpu-flash" and q.shape[1] != k.shape[1]:
+        out, lse = impl(_group_queries(q, k.shape[1]), k, v, False, scale)
+        return _ungroup(out, lse, q.shape[1])
+    return impl(q, k, v, causal, scale)

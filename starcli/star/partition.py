@@ -1,0 +1,162 @@
+"""Cut a document's tokens into blocks, pick the anchor, and assign blocks to ranks.
+
+Star Attention (phase 1) encodes block 0 alone with causal attention and every other block with
+the first ``anchor_size`` tokens of block 0 (the anchor) in front of it. Blocks are contiguous and
+handed to ranks in order, as evenly as possible. Ring attention (the exact baseline) instead holds
+two chunks per rank in "zigzag" order, so that causal work is balanced across ranks.
+
+Everything here is plain integers: no tensors, no model, trivially testable.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+BLOCK_MULTIPLE = 128
+
+
+class PartitionError(ValueError):
+    """Invalid block/anchor/rank settings, with a one-line message for the user."""
+
+
+@dataclass(frozen=True)
+class Block:
+    """Tokens [start, end) of the document."""
+
+    index: int
+    start: int
+    end: int
+
+    @property
+    def length(self) -> int:
+        return self.end - self.start
+
+
+@dataclass(frozen=True)
+class RankPlan:
+    """What one rank encodes in phase 1 and keeps for phase 2.
+
+    ``blocks`` are the document ranges whose KV this rank keeps. For star they are contiguous and
+    ``needs_anchor`` says whether the rank must compute the anchor itself (every rank except the one
+    holding block 0, whose first tokens are the anchor). For ring, ``blocks`` are the rank's two
+    zigzag chunks.
+    """
+
+    rank: int
+    blocks: tuple[Block, ...]
+    needs_anchor: bool
+
+    @property
+    def num_tokens(self) -> int:
+        return sum(b.length for b in self.blocks)
+
+
+@dataclass(frozen=True)
+class Partition:
+    num_tokens: int
+    block_size: int
+    anchor_size: int
+    world_size: int
+    attention: str
+    ranks: tuple[RankPlan, ...]
+
+    @property
+    def num_blocks(self) -> int:
+        return sum(len(r.blocks) for r in self.ranks)
+
+
+def default_block_size(num_tokens: int) -> int:
+    """About N/4, rounded to a multiple of 128 (at least 128): the paper's accuracy-preserving choice."""
+    quarter = num_tokens / 4
+    return max(BLOCK_MULTIPLE, int(round(quarter / BLOCK_MULTIPLE)) * BLOCK_MULTIPLE)
+
+
+def _check_sizes(num_tokens: int, world_size: int, block_size: int | None, anchor_size: int | None) -> None:
+    if num_tokens <= 0:
+        raise PartitionError("the document has no tokens")
+    if world_size <= 0:
+        raise PartitionError(f"world size must be positive, got {world_size}")
+    if block_size is not None and block_size <= 0:
+        raise PartitionError(f"--block-size must be a positive number of tokens, got {block_size}")
+    if anchor_size is not None and anchor_size <= 0:
+        raise PartitionError(f"--anchor-size must be a positive number of tokens, got {anchor_size}")
+
+
+def split_evenly(count: int, parts: int) -> list[tuple[int, int]]:
+    """[start, end) index ranges cutting ``count`` items into ``parts`` contiguous runs, sizes differing by ≤ 1."""
+    return [(p * count // parts, (p + 1) * count // parts) for p in range(parts)]
+
+
+def _front_loaded(count: int, parts: int) -> list[tuple[int, int]]:
+    """Like ``split_evenly`` but earlier parts take the remainder: the last rank, which also holds
+    the question and answer KV, gets the fewest blocks."""
+    base, extra = divmod(count, parts)
+    ranges, start = [], 0
+    for p in range(parts):
+        size = base + (1 if p < extra else 0)
+        ranges.append((start, start + size))
+        start += size
+    return ranges
+
+
+def plan_star(
+    num_tokens: int, world_size: int = 1, block_size: int | None = None, anchor_size: int | None = None
+) -> Partition:
+    """Blocks of ``block_size`` (last one partial, never dropped), anchor ≤ block, contiguous ranks.
+
+    A document shorter than one block is one block: star attention is then exactly dense attention.
+    """
+    _check_sizes(num_tokens, world_size, block_size, anchor_size)
+    block_size = block_size or default_block_size(num_tokens)
+    anchor_size = anchor_size or block_size
+    if anchor_size > block_size:
+        raise PartitionError(f"--anchor-size ({anchor_size}) must not exceed --block-size ({block_size})")
+    starts = range(0, num_tokens, block_size)
+    blocks = [Block(i, s, min(s + block_size, num_tokens)) for i, s in enumerate(starts)]
+    # the anchor is the first tokens of block 0, so it cannot be longer than block 0 itself
+    anchor_size = min(anchor_size, blocks[0].length)
+    ranks = []
+    for rank, (lo, hi) in enumerate(_front_loaded(len(blocks), world_size)):
+        mine = tuple(blocks[lo:hi])
+        holds_block0 = bool(mine) and mine[0].index == 0
+        ranks.append(RankPlan(rank, mine, needs_anchor=bool(mine) and not holds_block0))
+    return Partition(num_tokens, block_size, anchor_size, world_size, "star", tuple(ranks))
+
+
+def plan_dense(num_tokens: int, chunk_size: int | None = None) -> Partition:
+    """Full causal attention in one process; ``chunk_size`` only bounds memory (chunked prefill)."""
+    _check_sizes(num_tokens, 1, chunk_size, None)
+    chunk_size = chunk_size or num_tokens
+    blocks = tuple(Block(i, s, min(s + chunk_size, num_tokens)) for i, s in enumerate(range(0, num_tokens, chunk_size)))
+    return Partition(num_tokens, chunk_size, 0, 1, "dense", (RankPlan(0, blocks, needs_anchor=False),))
+
+
+def plan_ring(num_tokens: int, world_size: int) -> Partition:
+    """Zigzag context parallelism: 2·W chunks, rank r holds chunks r and 2W-1-r.
+
+    With causal attention, chunk c costs about c units of work, so pairing an early chunk with a late
+    one gives every rank the same total: the honest, load-balanced exact baseline.
+    """
+    _check_sizes(num_tokens, world_size, None, None)
+    num_chunks = 2 * world_size
+    chunks = [Block(i, s, e) for i, (s, e) in enumerate(split_evenly(num_tokens, num_chunks))]
+    ranks = []
+    for rank in range(world_size):
+        mine = tuple(c for c in (chunks[rank], chunks[num_chunks - 1 - rank]) if c.length > 0)
+        ranks.append(RankPlan(rank, mine, needs_anchor=False))
+    chunk_len = -(-num_tokens // num_chunks)
+    return Partition(num_tokens, chunk_len, 0, world_size, "ring", tuple(ranks))
+
+
+def plan_partition(
+    attention: str, num_tokens: int, world_size: int = 1, block_size: int | None = None, anchor_size: int | None = None
+) -> Partition:
+    if attention == "star":
+        return plan_star(num_tokens, world_size, block_size, anchor_size)
+    if attention == "ring":
+        return plan_ring(num_tokens, world_size)
+    if attention == "dense":
+        if world_size != 1:
+            raise PartitionError("--attention dense runs in one process; use star or ring with several ranks")
+        return plan_dense(num_tokens)
+    raise PartitionError(f"unknown attention mode {attention!r}: choose star, dense or ring")

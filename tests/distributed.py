@@ -1,0 +1,33 @@
+"""Spawn N CPU processes joined by gloo on a free loopback port, run a function on each rank."""
+
+from __future__ import annotations
+
+import os
+import socket
+
+import torch.multiprocessing as mp
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _entry(rank: int, world_size: int, port: int, fn, args, results):
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world_size), LOCAL_RANK=str(rank))
+    from starcli.star.comm import init_comm
+
+    comm = init_comm("cpu", timeout_s=60)
+    try:
+        results[rank] = fn(comm, *args)
+    finally:
+        comm.close()
+
+
+def run_ranks(world_size: int, fn, *args) -> list:
+    """Results of ``fn(comm, *args)`` from every rank, in rank order (fn must be importable)."""
+    manager = mp.Manager()
+    results = manager.dict()
+    mp.spawn(_entry, args=(world_size, free_port(), fn, args, results), nprocs=world_size, join=True)
+    return [results[r] for r in range(world_size)]

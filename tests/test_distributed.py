@@ -1,0 +1,64 @@
+"""Several gloo ranks (spawned here) give the single-process result: star equals star, ring equals dense."""
+
+import pytest
+import torch
+
+from starcli.star.engine import StarEngine
+from starcli.star.partition import plan_partition
+
+from . import distributed
+from .tiny import random_ids, tiny_pair
+
+N, BLOCK, ANCHOR = 300, 64, 32
+
+
+def answer_on_rank(comm, attention, family, n, block, anchor):
+    _, star = tiny_pair(family)
+    engine = StarEngine(star, comm, kernel="cpu-flash")
+    doc, question = random_ids(n, 11), random_ids(5, 12)
+    partition = plan_partition(attention, n, comm.world_size, block, anchor)
+    engine.encode_context(doc, partition)
+    tokens, _ = engine.answer(question.tolist(), max_new_tokens=6)
+    first = engine.state.tail.read(0)  # only the last rank holds question/answer KV
+    keys = {layer: engine.state.document.read(layer)[0].clone() for layer in engine.state.document.keys}
+    return {"tokens": tokens, "has_tail": first is not None, "kv_tokens": engine.state.document.filled, "keys": keys,
+            "ranges": [(b.start, b.end) for b in partition.ranks[comm.rank].blocks]}
+
+
+def single(attention, family="qwen2", n=N, block=BLOCK, anchor=ANCHOR):
+    from starcli.star.comm import Comm
+
+    return answer_on_rank(Comm(), attention, family, n, block, anchor)
+
+
+@pytest.mark.parametrize("world", [2, 3])
+def test_star_over_ranks_equals_one_process(world):
+    expected = single("star")
+    results = distributed.run_ranks(world, answer_on_rank, "star", "qwen2", N, BLOCK, ANCHOR)
+    for r in results:
+        assert r["tokens"] == expected["tokens"]
+    assert [r["has_tail"] for r in results] == [False] * (world - 1) + [True]
+    assert sum(r["kv_tokens"] for r in results) == N
+    # each rank's document KV is exactly the single-process KV of its blocks
+    for r in results:
+        pos = 0
+        for s, e in r["ranges"]:
+            for layer, keys in r["keys"].items():
+                torch.testing.assert_close(keys[:, :, pos : pos + e - s], expected["keys"][layer][:, :, s:e], atol=1e-5, rtol=1e-5)
+            pos += e - s
+
+
+@pytest.mark.parametrize("world", [2, 3])
+def test_ring_equals_dense(world):
+    expected = single("dense", family="llama")
+    results = distributed.run_ranks(world, answer_on_rank, "ring", "llama", N, None, None)
+    for r in results:
+        assert r["tokens"] == expected["tokens"]
+
+
+def test_more_ranks_than_blocks():
+    expected = single("star", n=100, block=64, anchor=64)
+    results = distributed.run_ranks(3, answer_on_rank, "star", "qwen2", 100, 64, 64)
+    assert [r["kv_tokens"] for r in results] == [64, 36, 0]
+    for r in results:
+        assert r["tokens"] == expected["tokens"]

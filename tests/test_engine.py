@@ -1,0 +1,176 @@
+"""The engine against independent references on tiny random models (float32, CPU).
+
+Tolerances: float32 end to end; the engine and the reference differ only in summation order, so
+logits agree to ~1e-6 and KV to ~1e-6. We assert 1e-4 (absolute and relative) to leave headroom
+for kernel differences while still catching any masking or position error (those are O(1e-2+)).
+"""
+
+import pytest
+import torch
+from transformers import DynamicCache
+
+from starcli.star.engine import EngineError, StarEngine
+from starcli.star.partition import plan_partition, plan_star
+
+from .tiny import random_ids, tiny_pair
+
+TOL = dict(atol=1e-4, rtol=1e-4)
+FAMILIES = ["qwen2", "llama", "mistral", "qwen3"]
+
+
+def reference_logits(reference, doc, question):
+    with torch.no_grad():
+        return reference(torch.cat([doc, question])[None]).logits[0, -1]
+
+
+def reference_greedy(reference, doc, question, n):
+    ids = torch.cat([doc, question])[None]
+    with torch.no_grad():
+        out = reference.generate(ids, max_new_tokens=n, do_sample=False, min_new_tokens=n, eos_token_id=None, pad_token_id=0)
+    return out[0, ids.shape[1] :].tolist()
+
+
+def engine_logits(engine, doc, partition, question):
+    engine.encode_context(doc, partition)
+    captured = {}
+
+    def first(token):
+        return True
+
+    original = engine._step
+
+    def spy(ids, position):
+        logits = original(ids, position)
+        captured.setdefault("logits", logits.clone())
+        return logits
+
+    engine._step = spy
+    try:
+        engine.answer(question.tolist(), max_new_tokens=1, on_token=first)
+    finally:
+        engine._step = original
+    return captured["logits"]
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_star_with_one_block_equals_dense(family):
+    reference, star = tiny_pair(family)
+    doc, question = random_ids(150, 1), random_ids(6, 2)
+    engine = StarEngine(star, kernel="math")
+    partition = plan_star(150, 1, block_size=256)
+    torch.testing.assert_close(engine_logits(engine, doc, partition, question), reference_logits(reference, doc, question), **TOL)
+    engine.encode_context(doc, partition)
+    tokens, _ = engine.answer(question.tolist(), max_new_tokens=8)
+    assert tokens == reference_greedy(reference, doc, question, 8)
+
+
+@pytest.mark.parametrize("kernel", ["math", "cpu-flash"])
+@pytest.mark.parametrize("pass_tokens", [1000, 64])
+def test_dense_mode_equals_full_attention(kernel, pass_tokens):
+    reference, star = tiny_pair("llama")
+    doc, question = random_ids(200, 3), random_ids(5, 4)
+    engine = StarEngine(star, kernel=kernel, pass_tokens=pass_tokens)
+    got = engine_logits(engine, doc, plan_partition("dense", 200), question)
+    torch.testing.assert_close(got, reference_logits(reference, doc, question), **TOL)
+
+
+def naive_star_kv(reference, doc, block_size, anchor_size):
+    """The paper's phase 1 literally: one forward per [anchor; block], anchor KV dropped."""
+    keys, values = None, None
+    for start in range(0, doc.numel(), block_size):
+        block = doc[start : start + block_size]
+        if start == 0:
+            ids, positions, drop = block, torch.arange(block.numel()), 0
+        else:
+            ids = torch.cat([doc[:anchor_size], block])
+            positions = torch.cat([torch.arange(anchor_size), torch.arange(start, start + block.numel())])
+            drop = anchor_size
+        cache = DynamicCache()
+        with torch.no_grad():
+            reference(ids[None], position_ids=positions[None], past_key_values=cache, use_cache=True)
+        k = [layer.keys[:, :, drop:] for layer in cache.layers]
+        v = [layer.values[:, :, drop:] for layer in cache.layers]
+        keys = k if keys is None else [torch.cat([a, b], 2) for a, b in zip(keys, k)]
+        values = v if values is None else [torch.cat([a, b], 2) for a, b in zip(values, v)]
+    return keys, values
+
+
+def naive_answer(reference, keys, values, num_doc, question, n):
+    """Phase 2 literally: global attention over the concatenated block KV, greedy."""
+    cache = DynamicCache()
+    for layer, (k, v) in enumerate(zip(keys, values)):
+        cache.update(k.clone(), v.clone(), layer)
+    ids, position, out, first_logits = question, num_doc, [], None
+    with torch.no_grad():
+        for _ in range(n):
+            positions = torch.arange(position, position + ids.numel())
+            logits = reference(ids[None], position_ids=positions[None], past_key_values=cache, use_cache=True).logits[0, -1]
+            first_logits = logits if first_logits is None else first_logits
+            token = int(logits.argmax())
+            out.append(token)
+            position += ids.numel()
+            ids = torch.tensor([token])
+    return out, first_logits
+
+
+@pytest.mark.parametrize("family", ["qwen2", "llama"])
+@pytest.mark.parametrize(
+    "n,block,anchor,pass_tokens",
+    [(256, 64, 64, 10_000), (250, 64, 64, 10_000), (300, 64, 16, 10_000), (300, 64, 16, 64), (40, 64, 64, 10_000)],
+)
+def test_star_equals_naive_paper_implementation(family, n, block, anchor, pass_tokens):
+    reference, star = tiny_pair(family)
+    doc, question = random_ids(n, 5), random_ids(4, 6)
+    engine = StarEngine(star, kernel="cpu-flash", pass_tokens=pass_tokens)
+    partition = plan_star(n, 1, block_size=block, anchor_size=anchor)
+    engine.encode_context(doc, partition)
+    keys, values = naive_star_kv(reference, doc, block, min(anchor, n))
+    for layer, (k, v) in enumerate(zip(keys, values)):
+        got_k, got_v = engine.state.document.read(layer)
+        torch.testing.assert_close(got_k, k, **TOL)
+        torch.testing.assert_close(got_v, v, **TOL)
+    expected, expected_logits = naive_answer(reference, keys, values, n, question, 6)
+    tokens, stats = engine.answer(question.tolist(), max_new_tokens=6)
+    assert tokens == expected
+    assert stats.question_tokens == 4
+
+
+def test_one_token_question_and_repeated_questions_reuse_the_encoding():
+    reference, star = tiny_pair("qwen2")
+    doc = random_ids(130, 7)
+    engine = StarEngine(star, kernel="math")
+    engine.encode_context(doc, plan_star(130, 1, block_size=256))
+    for question in (random_ids(1, 8), random_ids(3, 9), random_ids(1, 8)):
+        tokens, _ = engine.answer(question.tolist(), max_new_tokens=5)
+        assert tokens == reference_greedy(reference, doc, question, 5)
+
+
+def test_empty_question_and_bad_settings_are_rejected():
+    _, star = tiny_pair("qwen2")
+    engine = StarEngine(star, kernel="math")
+    with pytest.raises(EngineError, match="before answer"):
+        engine.answer([1], max_new_tokens=3)
+    engine.encode_context(random_ids(20, 1), plan_star(20, 1))
+    with pytest.raises(EngineError, match="empty"):
+        engine.answer([], max_new_tokens=3)
+    with pytest.raises(EngineError, match="max_new_tokens"):
+        engine.answer([1], max_new_tokens=0)
+
+
+def test_model_loaded_without_star_attention_is_refused():
+    reference, _ = tiny_pair("qwen2")
+    with pytest.raises(EngineError, match="attn_implementation"):
+        StarEngine(reference)
+
+
+def test_stop_tokens_and_stop_callback():
+    reference, star = tiny_pair("qwen2")
+    doc, question = random_ids(50, 1), random_ids(3, 2)
+    engine = StarEngine(star, kernel="math")
+    engine.encode_context(doc, plan_star(50, 1))
+    free, _ = engine.answer(question.tolist(), max_new_tokens=6)
+    stopped, stats = engine.answer(question.tolist(), max_new_tokens=6, stop_token_ids={free[2]})
+    assert stopped == free[: free.index(free[2])] and stats.stop_reason == "end of turn"
+    seen = []
+    cut, stats = engine.answer(question.tolist(), max_new_tokens=6, on_token=lambda t: seen.append(t) or len(seen) == 2)
+    assert cut == free[:2] and stats.stop_reason == "stop string"

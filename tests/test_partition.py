@@ -1,0 +1,64 @@
+import pytest
+
+from starcli.star.partition import PartitionError, default_block_size, plan_partition, plan_ring, plan_star
+
+
+def covered(partition):
+    ranges = sorted((b.start, b.end) for r in partition.ranks for b in r.blocks)
+    pos = 0
+    for s, e in ranges:
+        assert s == pos and e > s
+        pos = e
+    return pos
+
+
+@pytest.mark.parametrize("n,world", [(1, 1), (100, 1), (1000, 2), (1001, 3), (5000, 4), (129, 5)])
+def test_star_covers_every_token_once(n, world):
+    p = plan_star(n, world, block_size=128)
+    assert covered(p) == n
+    # contiguous blocks per rank, in rank order, sizes differ by at most one block
+    counts = [len(r.blocks) for r in p.ranks]
+    assert max(counts) - min(counts) <= 1
+    order = [b.index for r in p.ranks for b in r.blocks]
+    assert order == sorted(order)
+    # only ranks without block 0 compute the anchor
+    for r in p.ranks:
+        assert r.needs_anchor == (bool(r.blocks) and r.blocks[0].index != 0)
+
+
+def test_last_partial_block_is_kept():
+    p = plan_star(300, 1, block_size=128)
+    assert [b.length for b in p.ranks[0].blocks] == [128, 128, 44]
+
+
+def test_short_document_is_one_block_and_anchor_clamped():
+    p = plan_star(50, 1, block_size=128, anchor_size=100)
+    assert p.num_blocks == 1 and p.anchor_size == 50
+
+
+def test_defaults_follow_the_paper():
+    assert default_block_size(16000) == 4000 // 128 * 128 + 0 or default_block_size(16000) % 128 == 0
+    assert default_block_size(131072) == 32768
+    p = plan_star(131072, 4)
+    assert p.block_size == 32768 and p.anchor_size == 32768 and p.num_blocks == 4
+
+
+def test_bad_sizes_raise():
+    with pytest.raises(PartitionError):
+        plan_star(100, 1, block_size=0)
+    with pytest.raises(PartitionError):
+        plan_star(100, 1, block_size=64, anchor_size=65)
+    with pytest.raises(PartitionError):
+        plan_partition("dense", 100, world_size=2)
+    with pytest.raises(PartitionError):
+        plan_partition("nope", 100)
+
+
+@pytest.mark.parametrize("n,world", [(10, 1), (100, 2), (101, 3), (1000, 4)])
+def test_ring_zigzag(n, world):
+    p = plan_ring(n, world)
+    assert covered(p) == n
+    sizes = [r.num_tokens for r in p.ranks]
+    assert max(sizes) - min(sizes) <= 2
+    for rank, plan in enumerate(p.ranks):
+        assert [b.index for b in plan.blocks] == [rank, 2 * world - 1 - rank]
