@@ -1,0 +1,255 @@
+"""What the commands do, between parsing (cli.py) and the engine: read the input, resolve the
+model, build and tokenise the prompt, check it fits, then run in this process or on torchrun ranks.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from dataclasses import dataclass, field
+from typing import IO
+
+from .pipeline import Job, RunSettings, resolve_device, run_job
+from .prompt import PromptError, build_prompt, document_text
+from .report import Renderer
+from .sources import Document, IngestOptions, load_sources
+from .star.comm import Comm
+from .star.partition import plan_partition
+
+# A document at least this long is spread over all visible GPUs by default (--gpus unset).
+MULTI_GPU_MIN_TOKENS = 32768
+
+
+class UserError(Exception):
+    """A one-line message for the user; ``code`` is the exit status (1 input/runtime, 2 usage)."""
+
+    def __init__(self, message: str, code: int = 1):
+        super().__init__(message)
+        self.code = code
+
+
+@dataclass
+class Placement:
+    """Where the ranks run."""
+
+    procs: int | None = None  # CPU processes (gloo)
+    gpus: int | None = None  # GPUs (nccl); None = the documented default rule
+    nnodes: int = 1
+    node_rank: int = 0
+    rdzv_endpoint: str | None = None
+    timeout_s: float = 120.0
+
+
+@dataclass
+class AskRequest:
+    sources: list[str]
+    questions: list[str]
+    settings: RunSettings = field(default_factory=RunSettings)
+    ingest: IngestOptions = field(default_factory=IngestOptions)
+    placement: Placement = field(default_factory=Placement)
+    truncate: bool = False
+
+
+def read_input(sources: list[str], ingest: IngestOptions, renderer: Renderer, stdin: IO[bytes] | None) -> Document:
+    def on_skip(skip) -> None:
+        renderer.note(f"skipped {skip.path}: {skip.reason}")
+
+    return load_sources(sources, ingest, stdin=stdin, on_skip=on_skip)
+
+
+def resolve(settings: RunSettings, renderer: Renderer):
+    from .models import resolve_model
+
+    def progress(stage: str, done: int, total: int) -> None:
+        renderer({"type": "stage", "stage": stage, "done": done, "total": total})
+
+    return resolve_model(settings.model, progress=progress, allow_pickle=settings.allow_pickle)
+
+
+def load_tokenizer(path, trust_remote_code: bool = False):
+    from transformers import AutoTokenizer
+
+    try:
+        return AutoTokenizer.from_pretrained(str(path), local_files_only=True, trust_remote_code=trust_remote_code)
+    except Exception as exc:  # noqa: BLE001 - any loader failure is a user-facing model problem
+        raise UserError(f"cannot load the tokenizer of {path}: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}")
+
+
+def max_positions(path) -> int | None:
+    from transformers import AutoConfig
+
+    config = AutoConfig.from_pretrained(str(path), local_files_only=True)
+    return getattr(config, "max_position_embeddings", None)
+
+
+def world_size_for(placement: Placement, device: str, document_tokens: int) -> int:
+    """Ranks per node. --procs (CPU) or --gpus; by default every visible GPU when the document is
+    at least MULTI_GPU_MIN_TOKENS long (shorter ones gain less than launching costs), else 1."""
+    if placement.procs is not None and placement.gpus is not None:
+        raise UserError("use --procs (CPU) or --gpus (CUDA), not both", code=2)
+    if placement.procs is not None:
+        if placement.procs < 1:
+            raise UserError(f"--procs must be at least 1, got {placement.procs}", code=2)
+        if device != "cpu":
+            raise UserError("--procs runs CPU ranks: add --device cpu, or use --gpus on CUDA", code=2)
+        return placement.procs
+    if device != "cuda":
+        if placement.gpus not in (None, 0):
+            raise UserError("--gpus needs a CUDA device", code=2)
+        return 1
+    import torch
+
+    visible = torch.cuda.device_count()
+    if placement.gpus is not None:
+        if not 1 <= placement.gpus <= visible:
+            raise UserError(f"--gpus {placement.gpus}: {visible} GPU(s) visible", code=2)
+        return placement.gpus
+    return visible if document_tokens >= MULTI_GPU_MIN_TOKENS else 1
+
+
+def _fit_document(tokenizer, document: str, questions: list[str], settings: RunSettings, limit: int | None, truncate: bool, renderer: Renderer):
+    """Token ids of every question's prompt; the document part is shared. Errors if too long."""
+    prompts = [build_prompt(tokenizer, document, q) for q in questions]
+    doc_len = len(prompts[0].document_ids)
+    question_len = max(len(p.question_ids) for p in prompts)
+    needed = doc_len + question_len + settings.max_new_tokens
+    if limit is None or needed <= limit:
+        return prompts
+    if not truncate:
+        raise UserError(
+            f"the input is too long for the model: {doc_len} document + {question_len} question + "
+            f"{settings.max_new_tokens} answer tokens = {needed} > {limit} positions; "
+            "use a smaller input, --truncate to cut the document explicitly, or a lower --max-new-tokens"
+        )
+    budget = limit - question_len - settings.max_new_tokens
+    overhead = len(tokenizer(document_text(tokenizer, "")[0], add_special_tokens=False)["input_ids"])
+    if budget <= overhead:
+        raise UserError(f"--max-new-tokens {settings.max_new_tokens} leaves no room for the document in {limit} positions")
+    text = document
+    while True:  # proportional cuts converge in a few rounds
+        ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+        if len(ids) + overhead <= budget:
+            break
+        keep = max(0, int(len(text) * (budget - overhead) / (len(ids) + 1) * 0.98))
+        text = text[:keep]
+    prompts = [build_prompt(tokenizer, text, q) for q in questions]
+    renderer.note(
+        f"--truncate: kept {len(prompts[0].document_ids)} of {doc_len} document tokens "
+        f"({len(text)} of {len(document)} characters); the rest of the input was not read by the model"
+    )
+    return prompts
+
+
+def ask(request: AskRequest, renderer: Renderer, stdin: IO[bytes] | None = None) -> dict:
+    started = time.perf_counter()
+    settings = request.settings
+    try:
+        settings.device = resolve_device(settings.device)
+        settings.sampling().validate()
+    except ValueError as exc:
+        raise UserError(str(exc), code=2)
+    if settings.max_new_tokens < 1:
+        raise UserError(f"--max-new-tokens must be at least 1, got {settings.max_new_tokens}", code=2)
+    for name in ("block_size", "anchor_size"):
+        value = getattr(settings, name)
+        if value is not None and value <= 0:
+            raise UserError(f"--{name.replace('_', '-')} must be a positive number of tokens, got {value}", code=2)
+    if settings.attention not in ("star", "dense", "ring"):
+        raise UserError(f"--attention must be star, dense or ring, got {settings.attention!r}", code=2)
+    if any(not q.strip() for q in request.questions) or not request.questions:
+        raise UserError("the question is empty", code=2)
+
+    renderer({"type": "stage", "stage": "reading input", "done": 0, "total": 1})
+    ingest_start = time.perf_counter()
+    document = read_input(request.sources, request.ingest, renderer, stdin)
+    ingest_s = time.perf_counter() - ingest_start
+    renderer({"type": "stage", "stage": "reading input", "done": 1, "total": 1})
+
+    spec = resolve(settings, renderer)
+    tokenizer = load_tokenizer(spec.path, settings.trust_remote_code)
+    renderer({"type": "stage", "stage": "tokenizing", "done": 0, "total": 1})
+    tokenize_start = time.perf_counter()
+    try:
+        prompts = _fit_document(tokenizer, document.render(), request.questions, settings, max_positions(spec.path), request.truncate, renderer)
+    except PromptError as exc:
+        raise UserError(str(exc), code=2)
+    tokenize_s = time.perf_counter() - tokenize_start
+    renderer({"type": "stage", "stage": "tokenizing", "done": 1, "total": 1})
+
+    doc_ids = prompts[0].document_ids
+    job = Job(settings, str(spec.path), doc_ids, [p.question_ids for p in prompts], list(request.questions))
+    world = world_size_for(request.placement, settings.device, len(doc_ids))
+    try:
+        plan_partition(settings.attention, len(doc_ids), world * request.placement.nnodes, settings.block_size, settings.anchor_size)
+    except ValueError as exc:
+        raise UserError(str(exc), code=2)
+    renderer.extra = {
+        "sources": [p.path for p in document.parts],
+        "skipped": len(document.skipped),
+        "files": len(document.parts),
+        "ingest_s": ingest_s,
+        "tokenize_s": tokenize_s,
+        "model_name": spec.name,
+    }
+    if world * request.placement.nnodes == 1:
+        import torch
+
+        comm = Comm(device=torch.device("cuda", 0) if settings.device == "cuda" else torch.device("cpu"))
+        run_job(job, comm, renderer)
+    else:
+        from .launch import LaunchError, LaunchOptions, run_distributed
+
+        options = LaunchOptions(world, settings.device, request.placement.nnodes, request.placement.node_rank,
+                                request.placement.rdzv_endpoint, request.placement.timeout_s)
+        try:
+            run_distributed(job, options, renderer)
+        except LaunchError as exc:
+            raise UserError(str(exc))
+    totals = {"total_s": time.perf_counter() - started}
+    renderer.finish(totals)
+    return {**(renderer.result or {}), **renderer.extra, **totals}
+
+
+def summary_question(words: int | None) -> str:
+    length = f" in about {words} words" if words else ""
+    return (
+        f"Summarize the document above{length}. Cover it from beginning to end, in order, "
+        "and name the main parts (files, chapters or sections) it consists of."
+    )
+
+
+def count(sources: list[str], settings: RunSettings, ingest: IngestOptions, placement: Placement, renderer: Renderer, stdin=None) -> dict:
+    """Tokens per part and in total, and the blocks/ranks a run would use (a dry run)."""
+    document = read_input(sources, ingest, renderer, stdin)
+    spec = resolve(settings, renderer)
+    tokenizer = load_tokenizer(spec.path, settings.trust_remote_code)
+    parts = [{"path": p.path, "tokens": len(tokenizer(p.text, add_special_tokens=False)["input_ids"])} for p in document.parts]
+    doc_ids = build_prompt(tokenizer, document.render(), "?").document_ids
+    settings.device = resolve_device(settings.device)
+    world = world_size_for(placement, settings.device, len(doc_ids)) * placement.nnodes
+    try:
+        partition = plan_partition(settings.attention, len(doc_ids), world, settings.block_size, settings.anchor_size)
+    except ValueError as exc:
+        raise UserError(str(exc), code=2)
+    return {
+        "model": spec.name,
+        "parts": parts,
+        "skipped": [{"path": s.path, "reason": s.reason} for s in document.skipped],
+        "document_tokens": len(doc_ids),
+        "max_positions": max_positions(spec.path),
+        "attention": partition.attention,
+        "block_size": partition.block_size,
+        "anchor_size": partition.anchor_size,
+        "blocks": partition.num_blocks,
+        "ranks": world,
+        "blocks_per_rank": [len(r.blocks) for r in partition.ranks],
+    }
+
+
+def stdin_is_piped(stream=None) -> bool:
+    stream = stream or sys.stdin
+    try:
+        return not stream.isatty()
+    except (AttributeError, ValueError):
+        return False

@@ -1,0 +1,285 @@
+"""The starcli command line. Commands parse options, call ``app``, and render; nothing else."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sys
+from typing import Annotated, Optional
+
+import typer
+
+from . import __version__
+from .app import AskRequest, Placement, UserError, stdin_is_piped, summary_question
+from .app import ask as run_ask
+from .app import count as run_count
+from .pipeline import RunSettings
+from .report import Renderer
+from .sources import IngestOptions, SourceError
+
+app = typer.Typer(
+    name="starcli",
+    help="Ask questions about, and summarize, documents far longer than one GPU handles (Star Attention).",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+# --- shared options --------------------------------------------------------------------------------
+Model = Annotated[Optional[str], typer.Option("--model", "-m", envvar="STARCLI_MODEL", help="Model folder, .gguf file or cached hub id (default: the embedded model).")]
+Attention = Annotated[str, typer.Option(envvar="STARCLI_ATTENTION", help="star, dense (full attention, one process) or ring (exact context parallel).")]
+BlockSize = Annotated[Optional[int], typer.Option(envvar="STARCLI_BLOCK_SIZE", help="Tokens per block (default: about N/4, a multiple of 128).")]
+AnchorSize = Annotated[Optional[int], typer.Option(envvar="STARCLI_ANCHOR_SIZE", help="Anchor tokens (default: the block size).")]
+MaxNewTokens = Annotated[int, typer.Option(envvar="STARCLI_MAX_NEW_TOKENS", help="Most tokens to generate.")]
+Temperature = Annotated[float, typer.Option(help="0 = greedy.")]
+TopP = Annotated[float, typer.Option(help="Nucleus sampling mass.")]
+TopK = Annotated[int, typer.Option(help="Sample among the k likeliest (0 = all).")]
+Seed = Annotated[Optional[int], typer.Option(help="Seed for sampling.")]
+Stop = Annotated[Optional[list[str]], typer.Option("--stop", help="Stop when this text is generated (repeatable).")]
+Device = Annotated[str, typer.Option(envvar="STARCLI_DEVICE", help="auto, cpu or cuda.")]
+Dtype = Annotated[str, typer.Option(envvar="STARCLI_DTYPE", help="auto (bf16 on GPU, float32 on CPU), float32, bfloat16, float16.")]
+Kernel = Annotated[str, typer.Option(envvar="STARCLI_KERNEL", help="auto, flash-attn, cudnn, flash-sdpa, cpu-flash or math.")]
+JsonOut = Annotated[bool, typer.Option("--json", help="Print one JSON object on stdout instead of streaming text.")]
+Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="Print the answer only.")]
+Debug = Annotated[bool, typer.Option("--debug", help="Show tracebacks.")]
+MaxFileBytes = Annotated[int, typer.Option(help="Skip files larger than this inside directories.")]
+Include = Annotated[Optional[list[str]], typer.Option("--include", help="Only files matching this glob (repeatable).")]
+Exclude = Annotated[Optional[list[str]], typer.Option("--exclude", help="Skip files matching this glob (repeatable).")]
+Password = Annotated[Optional[str], typer.Option(envvar="STARCLI_PDF_PASSWORD", help="Password for encrypted PDFs.")]
+Procs = Annotated[Optional[int], typer.Option(help="Run on N CPU processes (gloo); needs --device cpu.")]
+Gpus = Annotated[Optional[int], typer.Option(help="Run on N GPUs (default: all visible when the document has 32K+ tokens).")]
+Nnodes = Annotated[int, typer.Option(help="Machines in a multi-node run (each runs the same command).")]
+NodeRank = Annotated[int, typer.Option(help="This machine's index in a multi-node run.")]
+RdzvEndpoint = Annotated[Optional[str], typer.Option(help="HOST:PORT of the rendezvous for multi-node runs.")]
+Timeout = Annotated[float, typer.Option(help="Seconds before a stuck collective fails the run.")]
+Truncate = Annotated[bool, typer.Option(help="Cut the document to fit the model's window (reported on stderr).")]
+TrustRemoteCode = Annotated[bool, typer.Option(help="Allow a model folder's own Python code to run.")]
+AllowPickle = Annotated[bool, typer.Option(help="Allow pickle weight files (loaded with weights_only).")]
+
+
+def _fail(message: str, code: int) -> None:
+    print(f"starcli: error: {message}", file=sys.stderr)
+    raise typer.Exit(code)
+
+
+def _run(debug: bool, body) -> None:
+    """Run a command body, turning known failures into one line and an exit code."""
+    from .models import ModelError
+    from .star.engine import EngineError
+
+    try:
+        body()
+    except UserError as exc:
+        _debug_trace(debug)
+        _fail(str(exc), exc.code)
+    except (SourceError, ModelError, EngineError) as exc:
+        _debug_trace(debug)
+        _fail(str(exc), 1)
+    except BrokenPipeError:
+        # the reader went away (`| head`): stop quietly, and keep Python from complaining at exit
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        raise typer.Exit(0)
+    except KeyboardInterrupt:
+        print("\nstarcli: interrupted", file=sys.stderr)
+        raise typer.Exit(130)
+    except typer.Exit:
+        raise
+    except Exception as exc:  # noqa: BLE001 - anything else is still one line unless --debug
+        if debug:
+            raise
+        first = str(exc).splitlines()[0] if str(exc) else ""
+        _fail(f"{type(exc).__name__}: {first} (run with --debug for the traceback)", 1)
+
+
+def _debug_trace(debug: bool) -> None:
+    if debug:
+        import traceback
+
+        traceback.print_exc()
+
+
+def _settings(model, attention, block_size, anchor_size, max_new_tokens, temperature, top_p, top_k, seed, stop, device, dtype, kernel, trust_remote_code, allow_pickle) -> RunSettings:
+    return RunSettings(
+        model=model, device=device, dtype=dtype, attention=attention, block_size=block_size, anchor_size=anchor_size,
+        kernel=kernel, max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p, top_k=top_k, seed=seed,
+        stop=list(stop or []), trust_remote_code=trust_remote_code, allow_pickle=allow_pickle,
+    )
+
+
+def _stdin_sources(sources: list[str]) -> list[str]:
+    if sources:
+        return sources
+    if stdin_is_piped():
+        return ["-"]
+    raise UserError("no input: name files or directories, or pipe text in (e.g. `git diff | starcli ask \"...\"`)", code=2)
+
+
+@app.command()
+def ask(
+    args: Annotated[list[str], typer.Argument(help="SOURCE... QUESTION: files, directories or - for stdin, then the question.", show_default=False)],
+    question: Annotated[Optional[list[str]], typer.Option("--question", "-Q", help="A question (repeatable); then every argument is a source.")] = None,
+    model: Model = None, attention: Attention = "star", block_size: BlockSize = None, anchor_size: AnchorSize = None,
+    max_new_tokens: MaxNewTokens = 512, temperature: Temperature = 0.0, top_p: TopP = 1.0, top_k: TopK = 0,
+    seed: Seed = None, stop: Stop = None, device: Device = "auto", dtype: Dtype = "auto", kernel: Kernel = "auto",
+    json_output: JsonOut = False, quiet: Quiet = False, debug: Debug = False,
+    max_file_bytes: MaxFileBytes = 1_000_000, include: Include = None, exclude: Exclude = None, password: Password = None,
+    procs: Procs = None, gpus: Gpus = None, nnodes: Nnodes = 1, node_rank: NodeRank = 0, rdzv_endpoint: RdzvEndpoint = None,
+    timeout: Timeout = 120.0, truncate: Truncate = False, trust_remote_code: TrustRemoteCode = False, allow_pickle: AllowPickle = False,
+):
+    """Answer a question about files, a repository, a PDF or piped text."""
+    def body():
+        if question:
+            sources, questions = list(args), list(question)
+        else:
+            if not args:
+                raise UserError("missing the question (the last argument)", code=2)
+            sources, questions = list(args[:-1]), [args[-1]]
+        request = AskRequest(
+            _stdin_sources(sources), questions,
+            _settings(model, attention, block_size, anchor_size, max_new_tokens, temperature, top_p, top_k, seed, stop, device, dtype, kernel, trust_remote_code, allow_pickle),
+            IngestOptions(max_file_bytes=max_file_bytes, include=list(include or []), exclude=list(exclude or []), password=password),
+            Placement(procs, gpus, nnodes, node_rank, rdzv_endpoint, timeout), truncate,
+        )
+        ask_impl(request, json_output, quiet)
+
+    _run(debug, body)
+
+
+def ask_impl(request: AskRequest, json_output: bool, quiet: bool) -> None:
+    renderer = Renderer(json_output=json_output, quiet=quiet)
+    stdin = sys.stdin.buffer if "-" in request.sources else None
+    run_ask(request, renderer, stdin)
+
+
+@app.command()
+def summarize(
+    sources: Annotated[Optional[list[str]], typer.Argument(help="Files, directories, PDFs, or - for stdin.", show_default=False)] = None,
+    words: Annotated[Optional[int], typer.Option(help="Rough length of the summary in words.")] = None,
+    model: Model = None, attention: Attention = "star", block_size: BlockSize = None, anchor_size: AnchorSize = None,
+    max_new_tokens: MaxNewTokens = 768, temperature: Temperature = 0.0, top_p: TopP = 1.0, top_k: TopK = 0,
+    seed: Seed = None, stop: Stop = None, device: Device = "auto", dtype: Dtype = "auto", kernel: Kernel = "auto",
+    json_output: JsonOut = False, quiet: Quiet = False, debug: Debug = False,
+    max_file_bytes: MaxFileBytes = 1_000_000, include: Include = None, exclude: Exclude = None, password: Password = None,
+    procs: Procs = None, gpus: Gpus = None, nnodes: Nnodes = 1, node_rank: NodeRank = 0, rdzv_endpoint: RdzvEndpoint = None,
+    timeout: Timeout = 120.0, truncate: Truncate = False, trust_remote_code: TrustRemoteCode = False, allow_pickle: AllowPickle = False,
+):
+    """Summarize the whole input."""
+    def body():
+        if words is not None and words < 1:
+            raise UserError(f"--words must be positive, got {words}", code=2)
+        request = AskRequest(
+            _stdin_sources(list(sources or [])), [summary_question(words)],
+            _settings(model, attention, block_size, anchor_size, max_new_tokens, temperature, top_p, top_k, seed, stop, device, dtype, kernel, trust_remote_code, allow_pickle),
+            IngestOptions(max_file_bytes=max_file_bytes, include=list(include or []), exclude=list(exclude or []), password=password),
+            Placement(procs, gpus, nnodes, node_rank, rdzv_endpoint, timeout), truncate,
+        )
+        ask_impl(request, json_output, quiet)
+
+    _run(debug, body)
+
+
+@app.command("count")
+def count_command(
+    sources: Annotated[Optional[list[str]], typer.Argument(help="Files, directories, PDFs, or - for stdin.", show_default=False)] = None,
+    model: Model = None, attention: Attention = "star", block_size: BlockSize = None, anchor_size: AnchorSize = None,
+    device: Device = "auto", json_output: JsonOut = False, quiet: Quiet = False, debug: Debug = False,
+    max_file_bytes: MaxFileBytes = 1_000_000, include: Include = None, exclude: Exclude = None, password: Password = None,
+    procs: Procs = None, gpus: Gpus = None, nnodes: Nnodes = 1,
+):
+    """Count tokens per file and in total, and show the blocks and ranks a run would use."""
+    def body():
+        settings = RunSettings(model=model, attention=attention, block_size=block_size, anchor_size=anchor_size, device=device)
+        srcs = _stdin_sources(list(sources or []))
+        renderer = Renderer(quiet=quiet)
+        result = run_count(srcs, settings, IngestOptions(max_file_bytes=max_file_bytes, include=list(include or []), exclude=list(exclude or []), password=password),
+                       Placement(procs, gpus, nnodes), renderer, sys.stdin.buffer if "-" in srcs else None)
+        renderer._stop_progress()
+        if json_output:
+            print(json.dumps(result, indent=2))
+            return
+        width = max([len(p["path"]) for p in result["parts"]] + [5])
+        for part in result["parts"]:
+            print(f"{part['path']:<{width}}  {part['tokens']:>9,}")
+        print(f"{'total':<{width}}  {result['document_tokens']:>9,}  (prompt document part, model {result['model']})")
+        print(
+            f"{result['attention']}: {result['blocks']} block(s) of {result['block_size']}, anchor {result['anchor_size']}, "
+            f"{result['ranks']} rank(s) {result['blocks_per_rank']}; window {result['max_positions']}"
+        )
+
+    _run(debug, body)
+
+
+@app.command("models")
+def models_command(json_output: JsonOut = False, debug: Debug = False):
+    """List the embedded default model and the converted models in the cache."""
+    def body():
+        from .models import list_models
+
+        entries = list_models()
+        if json_output:
+            print(json.dumps(entries, indent=2, default=str))
+            return
+        for entry in entries:
+            size = entry.get("size_bytes")
+            from .report import format_bytes
+
+            print("  ".join(str(x) for x in (entry.get("name"), entry.get("kind"), entry.get("status", ""), format_bytes(size) if size else "", entry.get("path", "")) if x != ""))
+
+    _run(debug, body)
+
+
+def _register_optional_commands() -> None:
+    """bench and eval live in their own modules; their commands register here."""
+    try:
+        from .bench import bench_command
+
+        app.command("bench", help="Speed benchmark of the engine on random-weight model shapes.")(bench_command)
+    except ImportError:
+        pass
+    try:
+        from .evals.cli import eval_command
+
+        app.command("eval", help="Accuracy suite: synthetic long-context tasks under each attention mode.")(eval_command)
+    except ImportError:
+        pass
+
+
+@app.command("worker", hidden=False)
+def worker_command(
+    job: Annotated[str, typer.Option(help="Job file written by `starcli ask --write-job`.")],
+    device: Annotated[str, typer.Option(help="cpu or cuda")] = "cuda",
+    events: Annotated[Optional[str], typer.Option(help="HOST:PORT to stream events to (set by the launcher).")] = None,
+    timeout: Timeout = 120.0,
+):
+    """Run one rank of a job (for clusters that start ranks themselves with torchrun's variables set)."""
+    from .worker import main as worker_main
+
+    argv = ["--job", job, "--device", device, "--timeout", str(timeout)] + (["--events", events] if events else [])
+    raise typer.Exit(worker_main(argv))
+
+
+def version_callback(value: bool) -> None:
+    if value:
+        print(f"starcli {__version__}")
+        raise typer.Exit(0)
+
+
+@app.callback()
+def main_options(version: Annotated[bool, typer.Option("--version", callback=version_callback, is_eager=True, help="Show the version.")] = False):
+    pass
+
+
+_register_optional_commands()
+
+
+def main() -> None:
+    # default SIGPIPE handling would kill us with a traceback-free 141; we prefer exit 0 via BrokenPipeError
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    app()
+
+
+if __name__ == "__main__":
+    main()

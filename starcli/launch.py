@@ -1,0 +1,191 @@
+"""Run a job on several ranks: the CLI starts torchrun, ranks stream events back over loopback.
+
+The CLI has already read and tokenised the input; the job (token ids + settings) goes to the ranks
+as a private JSON file, so no rank re-reads files or stdin. Every rank connects to the CLI's event
+socket: rank 0 sends progress, tokens and the result; any rank that fails sends its error. The CLI
+renders those events exactly as in one process. torchrun runs in its own process group, which the
+CLI ends as a whole on failure, Ctrl-C or exit, so no rank outlives the command.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import dataclass
+from typing import Callable
+
+from .pipeline import Job
+
+# How long the CLI waits for ranks to finish after one of them reported an error.
+_SHUTDOWN_GRACE_S = 10.0
+
+
+class LaunchError(RuntimeError):
+    pass
+
+
+@dataclass
+class LaunchOptions:
+    nprocs: int
+    device: str  # "cpu" (gloo) or "cuda" (nccl)
+    nnodes: int = 1
+    node_rank: int = 0
+    rdzv_endpoint: str | None = None  # host:port; required when nnodes > 1
+    timeout_s: float = 120.0  # collective timeout inside the ranks
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket() as s:
+        s.bind((host, 0))
+        return s.getsockname()[1]
+
+
+def torchrun_command(options: LaunchOptions, job_path: str, events: str) -> list[str]:
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", str(options.nprocs), "--max-restarts", "0"]
+    if options.nnodes > 1:
+        if not options.rdzv_endpoint:
+            raise LaunchError("--nnodes > 1 needs --rdzv-endpoint HOST:PORT (the same on every node)")
+        cmd += ["--nnodes", str(options.nnodes), "--node-rank", str(options.node_rank),
+                "--rdzv-backend", "c10d", "--rdzv-endpoint", options.rdzv_endpoint]
+    else:
+        # one node: rendezvous only on loopback, on a port nobody else chose
+        cmd += ["--nnodes", "1", "--master-addr", "127.0.0.1", "--master-port", str(free_port())]
+    cmd += ["-m", "starcli.worker", "--job", job_path, "--device", options.device,
+            "--timeout", str(options.timeout_s), "--events", events]
+    return cmd
+
+
+class _EventServer:
+    """Accepts one connection per rank and forwards their JSON-line events to ``emit``."""
+
+    def __init__(self, emit: Callable[[dict], None]):
+        self.emit = emit
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(64)
+        self.sock.settimeout(0.5)
+        self.address = "127.0.0.1:%d" % self.sock.getsockname()[1]
+        self.errors: list[dict] = []
+        self.failure: BaseException | None = None  # e.g. a closed stdout pipe while rendering
+        self.closed = False
+        self.lock = threading.Lock()
+        self.threads: list[threading.Thread] = []
+        self.acceptor = threading.Thread(target=self._accept, daemon=True)
+        self.acceptor.start()
+
+    def _accept(self) -> None:
+        while not self.closed:
+            try:
+                conn, _ = self.sock.accept()
+            except (socket.timeout, OSError):
+                continue
+            thread = threading.Thread(target=self._read, args=(conn,), daemon=True)
+            thread.start()
+            self.threads.append(thread)
+
+    def _read(self, conn: socket.socket) -> None:
+        with conn, conn.makefile("r", encoding="utf-8") as lines:
+            for line in lines:
+                try:
+                    event = json.loads(line)
+                except json.JSONDecodeError:
+                    continue
+                with self.lock:
+                    if event.get("type") == "error":
+                        self.errors.append(event)
+                        continue
+                    if self.failure is not None:
+                        continue
+                    try:
+                        self.emit(event)
+                    except BaseException as exc:  # noqa: BLE001 - re-raised in the main thread
+                        self.failure = exc
+
+    def close(self) -> None:
+        self.closed = True
+        for thread in self.threads:
+            thread.join(timeout=2)
+        self.sock.close()
+
+
+def _end_process_group(proc: subprocess.Popen) -> None:
+    """Stop torchrun and its ranks (the process group we created for it)."""
+    if proc.poll() is not None:
+        return
+    for sig, wait in ((signal.SIGTERM, 5.0), (signal.SIGKILL, 5.0)):
+        try:
+            os.killpg(proc.pid, sig)
+        except ProcessLookupError:
+            return
+        try:
+            proc.wait(timeout=wait)
+            return
+        except subprocess.TimeoutExpired:
+            continue
+
+
+_ROOT_CAUSE = re.compile(r"rank\s*:\s*(\d+).*?(exitcode\s*:\s*-?\d+(?:\s*\(pid: \d+\))?)", re.S)
+
+
+def _describe_failure(server: _EventServer, torchrun_log: str, returncode: int) -> str:
+    if server.errors:
+        first = server.errors[0]
+        return f"rank {first.get('rank')} failed: {first.get('message')}"
+    match = _ROOT_CAUSE.search(torchrun_log.split("Root Cause", 1)[-1])
+    if match:
+        rank, code = match.groups()
+        signal_match = re.search(r"Signal (\d+) \((\w+)\)", torchrun_log)
+        cause = f"killed by {signal_match.group(2)}" if signal_match else code.replace(" ", "")
+        return f"rank {rank} failed ({cause})"
+    return f"the ranks exited with status {returncode}"
+
+
+def run_distributed(job: Job, options: LaunchOptions, emit: Callable[[dict], None]) -> None:
+    """Run ``job`` on ``options.nprocs`` local ranks (× nnodes); raise LaunchError naming a failed rank."""
+    server = _EventServer(emit)
+    workdir = tempfile.mkdtemp(prefix="starcli-job-")  # private (0700) by construction
+    job_path = os.path.join(workdir, "job.json")
+    log_path = os.path.join(workdir, "torchrun.log")
+    fd = os.open(job_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as f:
+        json.dump(job.to_json(), f)
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // options.nprocs)))}
+    proc = None
+    try:
+        with open(log_path, "w") as log:
+            proc = subprocess.Popen(
+                torchrun_command(options, job_path, server.address),
+                stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True,
+            )
+            error_seen_at = None
+            while proc.poll() is None:
+                if server.failure is not None:
+                    raise server.failure
+                if server.errors and error_seen_at is None:
+                    error_seen_at = time.monotonic()
+                if error_seen_at is not None and time.monotonic() - error_seen_at > _SHUTDOWN_GRACE_S:
+                    break
+                time.sleep(0.05)
+        _end_process_group(proc)
+        server.close()
+        if server.failure is not None:
+            raise server.failure
+        if proc.returncode != 0 or server.errors:
+            with open(log_path, errors="replace") as f:
+                raise LaunchError(_describe_failure(server, f.read(), proc.returncode))
+    finally:
+        if proc is not None:
+            _end_process_group(proc)
+        server.close()
+        for name in (job_path, log_path):
+            if os.path.exists(name):
+                os.unlink(name)
+        os.rmdir(workdir)

@@ -1,0 +1,71 @@
+"""One rank of a multi-process run: ``python -m starcli.worker --job JOB.json``.
+
+Started by the CLI through torchrun, or directly by a cluster launcher that sets torchrun's
+variables (RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR, MASTER_PORT) itself. With ``--events`` the
+rank streams JSON-line events to the CLI; without it, rank 0 renders the answer and report itself.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import socket
+import sys
+import traceback
+
+from .pipeline import Job, run_job
+from .star.comm import init_comm
+
+
+class _EventSink:
+    def __init__(self, address: str):
+        host, port = address.rsplit(":", 1)
+        self.sock = socket.create_connection((host, int(port)), timeout=30)
+        self.sock.settimeout(None)
+        self.file = self.sock.makefile("w", encoding="utf-8")
+
+    def __call__(self, event: dict) -> None:
+        self.file.write(json.dumps(event) + "\n")
+        self.file.flush()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="starcli worker")
+    parser.add_argument("--job", required=True)
+    parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    parser.add_argument("--events", default=None)
+    parser.add_argument("--timeout", type=float, default=120.0)
+    args = parser.parse_args(argv)
+    rank = int(os.environ.get("RANK", "0"))
+    sink = _EventSink(args.events) if args.events else None
+    try:
+        with open(args.job) as f:
+            job = Job.from_json(json.load(f))
+        comm = init_comm(args.device, timeout_s=args.timeout)
+        if sink is not None:
+            emit = sink
+        else:
+            from .report import Renderer
+
+            emit = Renderer()
+        run_job(job, comm, emit)
+        if sink is None and comm.rank == 0:
+            emit.finish()
+        comm.close()
+        return 0
+    except BaseException as exc:  # report the cause to the CLI, then fail this rank
+        message = f"{type(exc).__name__}: {exc}".strip().splitlines()[0] if str(exc) else type(exc).__name__
+        if sink is not None:
+            try:
+                sink({"type": "error", "rank": rank, "message": message})
+            except OSError:
+                pass
+        print(f"starcli worker rank {rank}: {message}", file=sys.stderr)
+        if os.environ.get("STARCLI_DEBUG"):
+            traceback.print_exc()
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,71 @@
+"""Shared fixtures: a tiny random model folder with a byte-level tokenizer and a chat template,
+every starcli cache pointed into tmp, and the real default model's conversion cache shared by the
+session (converted once per test run, in STARCLI_TEST_CACHE or a session temp dir)."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+CHAT_TEMPLATE = (
+    "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
+    "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+
+
+def build_tiny_tokenizer():
+    """Byte-level tokenizer with no merges: every text encodes, ids < 256 are bytes."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    byte_vocab = {ch: i for i, ch in enumerate(sorted(pre_tokenizers.ByteLevel.alphabet()))}
+    tokenizer = Tokenizer(models.BPE(vocab=byte_vocab, merges=[]))
+    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tokenizer.decoder = decoders.ByteLevel()
+    fast = PreTrainedTokenizerFast(tokenizer_object=tokenizer, eos_token="<|im_end|>", pad_token="<|endoftext|>")
+    fast.add_special_tokens({"additional_special_tokens": ["<|im_start|>"]})
+    fast.chat_template = CHAT_TEMPLATE
+    return fast
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory):
+    """A saved Qwen2-shaped random model (GQA) plus tokenizer: loads like any user model folder."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from .tiny import tiny_config
+
+    path = tmp_path_factory.mktemp("tiny-model")
+    tokenizer = build_tiny_tokenizer()
+    config = tiny_config("qwen2")
+    config.vocab_size = len(tokenizer) + 4
+    config.max_position_embeddings = 2048
+    config.eos_token_id = tokenizer.eos_token_id
+    torch.manual_seed(0)
+    model = AutoModelForCausalLM.from_config(config)
+    model.save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    return path
+
+
+@pytest.fixture(autouse=True)
+def private_caches(tmp_path, monkeypatch):
+    """No test reads or writes the user's caches or reaches a model hub."""
+    monkeypatch.setenv("STARCLI_CACHE", str(tmp_path / "starcli-cache"))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf-home"))
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hf-home" / "hub"))
+    monkeypatch.delenv("STARCLI_MODEL", raising=False)
+    monkeypatch.setenv("NO_COLOR", "1")
+
+
+@pytest.fixture(scope="session")
+def real_model_cache(tmp_path_factory):
+    """Cache dir holding the converted default model, shared by every real-model test."""
+    path = os.environ.get("STARCLI_TEST_CACHE")
+    if path:
+        os.makedirs(path, exist_ok=True)
+        return path
+    return str(tmp_path_factory.mktemp("real-model-cache"))

@@ -1,0 +1,209 @@
+"""The speed benchmark: length parsing, FLOP counts against explicit masks, and whole runs of the
+command on the tiny shape (one process in-process, two ranks through the real relaunch)."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+import typer
+from transformers import AutoModelForCausalLM
+from typer.testing import CliRunner
+
+from starcli import bench
+from starcli.bench import SHAPES, BenchError, ModelDims, parse_lengths, phase1_flops, score_entries
+from starcli.star.partition import plan_dense, plan_ring, plan_star
+
+CELL_KEYS = {"mode", "length", "block", "anchor", "ranks", "status", "ttft_s", "phase1_s", "phase1_tok_s",
+             "decode_ms_tok", "peak_mem_gib", "peak_mem_gib_per_rank", "flops", "tflops", "tflops_per_gpu",
+             "pct_peak", "speedup_vs_dense", "speedup_vs_hf_dense", "speedup_vs_ring", "repeats"}
+TOP_KEYS = {"device", "torch", "transformers", "date", "git_commit", "command", "matmul_peak_tflops", "options",
+            "model", "world_size", "kernel", "dtype", "cells"}
+# small everywhere: the tiny model decodes in milliseconds, the test only checks the plumbing
+FAST = dict(shape="tiny", device="cpu", question_tokens=8, decode_tokens=2, decode_warmup=1, matmul_size=256)
+
+
+@pytest.fixture
+def one_thread():
+    """Tiny ops on a busy machine: several threads mostly wait on each other, one thread does not."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+# --- parsing --------------------------------------------------------------------------------------
+def test_parse_lengths():
+    assert parse_lengths("32k,128k,512k,1m,1000") == [32768, 131072, 524288, 1048576, 1000]
+    assert parse_lengths(" 2K , 1.5k ") == [2048, 1536]
+
+
+@pytest.mark.parametrize("bad", ["", "12q", "0", "-5", "1.5", "k", "4k,,8k"])
+def test_parse_lengths_rejects(bad):
+    with pytest.raises(BenchError):
+        parse_lengths(bad)
+
+
+# --- FLOPs ----------------------------------------------------------------------------------------
+def brute_force_entries(partition, rank):
+    """Count True entries of explicit boolean masks built from the method's definition."""
+    plan = partition.ranks[rank]
+    total = 0
+    if partition.attention == "star":
+        a = partition.anchor_size
+        if plan.needs_anchor:
+            total += int(torch.ones(a, a, dtype=torch.bool).tril().sum())
+        for block in plan.blocks:
+            q = torch.arange(block.start, block.end).unsqueeze(1)
+            k = torch.arange(partition.num_tokens).unsqueeze(0)
+            local = (k >= block.start) & (k <= q)
+            anchor = (k < a) if block.index > 0 else torch.zeros_like(local)
+            total += int((local | anchor).sum())
+        return total
+    for block in plan.blocks:  # exact causal: each query sees every key at or before it
+        q = torch.arange(block.start, block.end).unsqueeze(1)
+        k = torch.arange(partition.num_tokens).unsqueeze(0)
+        total += int((k <= q).sum())
+    return total
+
+
+@pytest.mark.parametrize("n,world,block,anchor", [(300, 1, 64, 32), (300, 2, 64, None), (257, 3, 64, 16),
+                                                  (100, 3, 64, 64), (50, 1, 128, None), (1000, 2, None, None)])
+def test_star_entries_match_masks(n, world, block, anchor):
+    partition = plan_star(n, world, block, anchor)
+    for rank in range(world):
+        assert score_entries(partition, rank) == brute_force_entries(partition, rank)
+
+
+@pytest.mark.parametrize("n,world", [(1, 1), (300, 1), (301, 2), (257, 3)])
+def test_dense_and_ring_entries_match_masks(n, world):
+    ring = plan_ring(n, world)
+    per_rank = [score_entries(ring, r) for r in range(world)]
+    assert per_rank == [brute_force_entries(ring, r) for r in range(world)]
+    assert sum(per_rank) == score_entries(plan_dense(n), 0) == n * (n + 1) // 2
+    assert score_entries(plan_dense(n, 64), 0) == n * (n + 1) // 2  # chunking changes nothing
+
+
+def test_phase1_flops_formula():
+    dims = ModelDims.from_config(SHAPES["llama3-8b"])
+    assert dims.head_dim == 128 and dims.kv_heads == 8
+    n = 131072
+    dense = phase1_flops(dims, plan_dense(n))[0]
+    # the 8B figure: 2·P·N with P ≈ 6.98e9 plus 4·L·Hq·d·N(N+1)/2 ≈ 6.3e15 at 128K
+    assert dense == 2 * dims.linear_params * n + 4 * 32 * 32 * 128 * n * (n + 1) // 2
+    assert 6.2e15 < dense < 6.4e15
+    star = plan_star(n, 2, 32768)
+    flops = phase1_flops(dims, star)
+    # rank 1 lacks block 0: it also pushes the anchor through every layer
+    assert flops[1] - flops[0] == 2 * dims.linear_params * 32768 + dims.attention_flops(32768 * 32769 // 2 + 32768 * 32768)
+
+
+@pytest.mark.parametrize("name", list(SHAPES))
+def test_linear_params_match_the_model(name):
+    # meta tensors: the real module tree of the shape without allocating its weights
+    with torch.device("meta"):
+        model = AutoModelForCausalLM.from_config(SHAPES[name])
+    counted = sum(p.numel() for p in model.model.layers.parameters() if p.ndim == 2)
+    assert ModelDims.from_config(SHAPES[name]).linear_params == counted
+    if name == "llama3-8b":
+        assert round(counted / 1e9, 2) == 6.98
+
+
+# --- whole runs -----------------------------------------------------------------------------------
+def check_cell_schema(cell):
+    if cell["status"] == "ok":
+        assert CELL_KEYS <= set(cell), CELL_KEYS - set(cell)
+        assert cell["ttft_s"] >= cell["phase1_s"] > 0
+        assert cell["flops"] == sum(cell["flops_per_rank"]) > 0
+        assert cell["tflops"] > 0 and cell["pct_peak"] > 0 and cell["peak_mem_gib"] > 0
+        if cell["mode"] != "hf-dense":
+            assert cell["decode_ms_tok"] > 0
+
+
+def test_single_process_run(tmp_path, capsys, one_thread):
+    out = tmp_path / "bench.json"
+    report = bench.bench_command(lengths="256,512", modes="dense,star,ring,hf-dense", block_sizes="64,256",
+                                 anchor_size="32", json_path=out, **FAST)
+    written = json.loads(out.read_text())
+    assert written == json.loads(json.dumps(report))
+    assert TOP_KEYS <= set(written)
+    assert written["world_size"] == 1 and written["matmul_peak_tflops"] > 0 and written["matmul"]["size"] == 256
+    cells = written["cells"]
+    assert [(c["mode"], c["length"], c["block"]) for c in cells] == [
+        (m, n, b) for n in (256, 512) for m, b in (("dense", None), ("star", 64), ("star", 256), ("ring", None), ("hf-dense", None))
+    ]
+    for cell in cells:
+        assert cell["status"] == "ok", cell
+        check_cell_schema(cell)
+    star = cells[1]
+    assert star["anchor"] == 32 and star["passes_per_rank"] == [1] and star["kv_tokens_per_rank"] == [256]
+    assert star["flops"] < cells[0]["flops"]  # block-sparse phase 1 needs fewer FLOPs than dense
+    assert cells[0]["speedup_vs_dense"] == pytest.approx(1.0) and cells[3]["speedup_vs_ring"] == pytest.approx(1.0)
+    assert cells[4]["speedup_vs_hf_dense"] == pytest.approx(1.0) and cells[4]["decode_ms_tok"] is None
+    table = capsys.readouterr().out.splitlines()
+    assert table[1].split()[:5] == ["mode", "length", "block", "anchor", "ranks"]
+    assert "x_ring" in table[1] and len(table) == 2 + len(cells)
+
+
+def test_out_of_memory_cell_is_recorded(monkeypatch, capsys, one_thread):
+    original = bench.StarEngine.encode_context
+
+    def encode(self, doc_ids, partition, on_progress=None):
+        if partition.num_tokens == 384:
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 9.00 GiB")
+        return original(self, doc_ids, partition, on_progress)
+
+    monkeypatch.setattr(bench.StarEngine, "encode_context", encode)
+    report = bench.bench_command(lengths="128,384", modes="star", **FAST)
+    ok, oom = report["cells"]
+    assert ok["status"] == "ok" and oom["status"] == "OOM"
+    assert oom["estimated_need_gib"] > 0 and "out of memory" in oom["note"]
+    assert "OOM (needs ~" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("args,words", [
+    (["--lengths", "12q"], "12q"),
+    (["--modes", "star,sparse"], "sparse"),
+    (["--shape", "gpt9"], "gpt9"),
+    (["--ranks", "0"], "--ranks"),
+    (["--block-sizes", "128", "--anchor-size", "256"], "anchor"),
+    (["--device", "tpu"], "--device"),
+    (["--dtype", "int8"], "--dtype"),
+    (["--kernel", "cudnn", "--device", "cpu"], "CUDA"),
+])
+def test_bad_options_exit_2_with_one_line(args, words):
+    app = typer.Typer()
+    app.command()(bench.bench_command)
+    result = CliRunner().invoke(app, ["--shape", "tiny", *args] if "--shape" not in args else args)
+    assert result.exit_code == 2, result.output
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and words in lines[0], result.stderr
+
+
+def test_two_ranks_through_the_relaunch(tmp_path):
+    out = tmp_path / "two.json"
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    env.pop("WORLD_SIZE", None)
+    cmd = [sys.executable, "-m", "starcli.bench", "--shape", "tiny", "--device", "cpu", "--ranks", "2",
+           "--lengths", "256,512", "--modes", "dense,star,ring", "--block-sizes", "128",
+           "--question-tokens", "8", "--decode-tokens", "2", "--decode-warmup", "1", "--matmul-size", "256",
+           "--json", str(out)]
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    report = json.loads(out.read_text())
+    assert report["world_size"] == 2 and "-m starcli.bench" in report["command"]
+    by_mode = {}
+    for cell in report["cells"]:
+        by_mode.setdefault(cell["mode"], []).append(cell)
+        check_cell_schema(cell)
+    assert [c["status"] for c in by_mode["dense"]] == ["skipped", "skipped"]
+    for cell in by_mode["star"] + by_mode["ring"]:
+        assert cell["status"] == "ok" and cell["ranks"] == 2 and len(cell["peak_mem_gib_per_rank"]) == 2
+    # 256 tokens in blocks of 128: rank 1 holds block 1 and computes the anchor itself
+    star256 = by_mode["star"][0]
+    assert star256["kv_tokens_per_rank"] == [128, 128] and star256["anchor_tokens_per_rank"] == [0, 128]
+    assert by_mode["star"][0]["speedup_vs_ring"] is not None
+    # only rank 0 prints the table: one header line, one column line, one row per cell
+    assert len([line for line in done.stdout.splitlines() if line.startswith(("star ", "ring ", "dense "))]) == 6

@@ -1,0 +1,178 @@
+"""The command line, driven in-process (CliRunner) and as a real subprocess, on a tiny random model."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+from typer.testing import CliRunner
+
+from starcli.cli import app
+
+runner = CliRunner()
+
+
+@pytest.fixture
+def doc(tmp_path):
+    path = tmp_path / "notes.txt"
+    path.write_text("The retry logic lives in net/retry.py. " * 20)
+    return path
+
+
+def invoke(*args, input=None):
+    return runner.invoke(app, [str(a) for a in args], input=input)
+
+
+def base(model):
+    return ["--model", model, "--device", "cpu", "--max-new-tokens", "8"]
+
+
+def test_ask_streams_answer_and_reports_on_stderr(tiny_model_dir, doc):
+    result = invoke("ask", doc, "where is the retry logic?", *base(tiny_model_dir))
+    assert result.exit_code == 0, result.stderr
+    assert result.stdout.strip()
+    assert "--- starcli report ---" in result.stderr and "phase 1" in result.stderr
+    assert "report" not in result.stdout
+
+
+def test_json_output_schema(tiny_model_dir, doc):
+    result = invoke("ask", doc, "q?", *base(tiny_model_dir), "--json", "--block-size", "128")
+    assert result.exit_code == 0, result.stderr
+    data = json.loads(result.stdout)
+    for key in ("answers", "document_tokens", "blocks", "block_size", "anchor_size", "attention", "phase1_s", "sources", "model_load_s", "per_rank", "total_s"):
+        assert key in data
+    assert data["blocks"] > 1 and data["sources"] == [str(doc)]
+    answer = data["answers"][0]
+    for key in ("question", "answer", "answer_tokens", "question_tokens", "time_to_first_token_s"):
+        assert key in answer
+
+
+def test_quiet_prints_answer_only(tiny_model_dir, doc):
+    result = invoke("ask", doc, "q?", *base(tiny_model_dir), "--quiet")
+    assert result.exit_code == 0
+    assert result.stderr == ""
+
+
+def test_stdin_is_the_source_when_none_is_named(tiny_model_dir):
+    piped = invoke("ask", "what changed?", *base(tiny_model_dir), "--json", input="diff --git a/x b/x\n+retry = 3\n")
+    assert piped.exit_code == 0, piped.stderr
+    assert json.loads(piped.stdout)["sources"] == ["<stdin>"]
+    dash = invoke("ask", "-", "what changed?", *base(tiny_model_dir), "--json", input="diff --git a/x b/x\n+retry = 3\n")
+    assert json.loads(dash.stdout)["answers"][0]["answer"] == json.loads(piped.stdout)["answers"][0]["answer"]
+
+
+def test_attention_modes_agree_when_one_block(tiny_model_dir, doc):
+    answers = set()
+    for mode in ("dense", "star", "ring"):
+        result = invoke("ask", doc, "q?", *base(tiny_model_dir), "--attention", mode, "--json", "--block-size", "4096")
+        assert result.exit_code == 0, result.stderr
+        answers.add(json.loads(result.stdout)["answers"][0]["answer"])
+    assert len(answers) == 1
+
+
+def test_several_questions_share_one_encoding(tiny_model_dir, doc):
+    result = invoke("ask", doc, *base(tiny_model_dir), "-Q", "first?", "-Q", "second?", "--json")
+    assert result.exit_code == 0, result.stderr
+    data = json.loads(result.stdout)
+    assert [a["question"] for a in data["answers"]] == ["first?", "second?"]
+    single = invoke("ask", doc, "second?", *base(tiny_model_dir), "--json")
+    assert json.loads(single.stdout)["answers"][0]["answer"] == data["answers"][1]["answer"]
+
+
+def test_count_is_a_dry_run(tiny_model_dir, tmp_path):
+    (tmp_path / "repo").mkdir()
+    (tmp_path / "repo" / "a.py").write_text("print('a')\n" * 50)
+    (tmp_path / "repo" / "b.md").write_text("# b\n" * 30)
+    result = invoke("count", tmp_path / "repo", "--model", tiny_model_dir, "--device", "cpu", "--json", "--block-size", "256")
+    assert result.exit_code == 0, result.stderr
+    data = json.loads(result.stdout)
+    assert [p["path"].split("/")[-1] for p in data["parts"]] == ["a.py", "b.md"]
+    assert data["blocks"] == -(-data["document_tokens"] // 256)
+    plain = invoke("count", tmp_path / "repo", "--model", tiny_model_dir, "--device", "cpu", "--procs", "2")
+    assert "total" in plain.stdout and "2 rank(s)" in plain.stdout
+
+
+@pytest.mark.parametrize(
+    "args,code,message",
+    [
+        (["ask", "/nonexistent/file.txt", "q?"], 1, "no such file or directory"),
+        (["ask", "{doc}", "   "], 2, "question is empty"),
+        (["ask", "{doc}", "q?", "--block-size", "0"], 2, "--block-size must be a positive"),
+        (["ask", "{doc}", "q?", "--anchor-size", "-3"], 2, "--anchor-size must be a positive"),
+        (["ask", "{doc}", "q?", "--attention", "sparse"], 2, "--attention must be"),
+        (["ask", "{doc}", "q?", "--temperature", "-1"], 2, "--temperature"),
+        (["ask", "{doc}", "q?", "--max-new-tokens", "0"], 2, "--max-new-tokens"),
+        (["ask", "{doc}", "q?", "--model", "/no/such/model"], 1, "no model"),
+        (["ask", "{doc}", "q?", "--device", "tpu"], 2, "--device"),
+        (["ask", "{doc}", "q?", "--procs", "0"], 2, "--procs must be at least 1"),
+        (["ask", "{doc}", "q?", "--gpus", "2"], 2, "--gpus needs a CUDA device"),
+        (["summarize", "{doc}", "--words", "0"], 2, "--words"),
+    ],
+)
+def test_errors_are_one_line_without_traceback(tiny_model_dir, doc, args, code, message):
+    args = [a.replace("{doc}", str(doc)) for a in args]
+    if "--model" not in args:
+        args += ["--model", str(tiny_model_dir)]
+    if "--device" not in args:
+        args += ["--device", "cpu"]
+    result = invoke(*args)
+    assert result.exit_code == code, (result.stdout, result.stderr)
+    assert message in result.stderr
+    assert "Traceback" not in result.stderr and result.stdout == ""
+    lines = result.stderr.strip().splitlines()
+    assert lines[-1].startswith("starcli: error: ") and sum(l.startswith("starcli: error") for l in lines) == 1
+
+
+def test_too_long_input_is_refused_then_truncated_on_request(tiny_model_dir, tmp_path):
+    big = tmp_path / "big.txt"
+    big.write_text("x" * 5000)  # the tiny model has 2048 positions and one token per byte
+    refused = invoke("ask", big, "q?", *base(tiny_model_dir))
+    assert refused.exit_code == 1
+    assert "too long" in refused.stderr and "2048" in refused.stderr and "--truncate" in refused.stderr
+    cut = invoke("ask", big, "q?", *base(tiny_model_dir), "--truncate", "--json")
+    assert cut.exit_code == 0, cut.stderr
+    assert "--truncate: kept" in cut.stderr
+    assert json.loads(cut.stdout)["document_tokens"] + 8 <= 2048
+
+
+def test_summarize_runs(tiny_model_dir, doc):
+    result = invoke("summarize", doc, *base(tiny_model_dir), "--words", "50", "--json")
+    assert result.exit_code == 0, result.stderr
+    assert "Summarize" in json.loads(result.stdout)["answers"][0]["question"]
+
+
+def _cli(*args, **kwargs):
+    env = {**os.environ, "NO_COLOR": "1", "PYTHONUNBUFFERED": "1"}
+    return subprocess.Popen([sys.executable, "-m", "starcli.cli", *map(str, args)], env=env, **kwargs)
+
+
+def test_subprocess_plain_output_and_closed_pipe(tiny_model_dir, doc):
+    proc = _cli("ask", doc, "q?", *base(tiny_model_dir), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 0
+    assert b"\x1b[" not in err  # not a terminal: no colour, no animation
+    # `| head -c 1`: the reader closes early; starcli ends quietly
+    shell = subprocess.run(
+        f"{sys.executable} -m starcli.cli ask {doc} q? --model {tiny_model_dir} --device cpu --max-new-tokens 200 | head -c 1",
+        shell=True, capture_output=True, timeout=120, env={**os.environ, "NO_COLOR": "1"},
+    )
+    assert b"Traceback" not in shell.stderr and b"BrokenPipe" not in shell.stderr
+
+
+def test_sigint_mid_generation_exits_130(tiny_model_dir, tmp_path):
+    long_doc = tmp_path / "doc.txt"
+    long_doc.write_text("word " * 100)
+    proc = _cli("ask", long_doc, "q?", "--model", tiny_model_dir, "--device", "cpu", "--max-new-tokens", "1400",
+                "--kernel", "math", stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    # wait until the answer is streaming, then interrupt
+    first = proc.stdout.read(1)
+    assert first, proc.stderr.read()
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130
+    assert b"interrupted" in err and b"Traceback" not in err
