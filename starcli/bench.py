@@ -100,6 +100,8 @@ _WARMUP_LENGTH = 2048
 _COMMAND_ENV = "STARCLI_BENCH_COMMAND"
 # This module's import name, also when it runs as ``__main__`` (the ranks are started with ``-m``).
 _MODULE = "starcli.bench"
+# Seconds a multi-rank run may take before all its ranks are ended (None: no limit; tests bound it).
+_RELAUNCH_TIMEOUT_S: Optional[float] = None
 
 
 class BenchError(ValueError):
@@ -418,7 +420,12 @@ def _random_ids(n: int, vocab: int, seed: int) -> torch.Tensor:
     return torch.randint(0, vocab, (n,), generator=gen)
 
 
-_OOM_ERRORS = (torch.cuda.OutOfMemoryError, MemoryError)
+def _oom_message(exc: BaseException) -> Optional[str]:
+    """The first line of an out-of-memory error (CUDA, or the CPU allocator), else None."""
+    text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    if isinstance(exc, (torch.cuda.OutOfMemoryError, MemoryError)) or "can't allocate memory" in text:
+        return text
+    return None
 
 
 # --- one sample of one cell on this rank ----------------------------------------------------------
@@ -454,18 +461,19 @@ class _Runner:
         doc = _random_ids(spec.length, self.vocab, self.settings.seed + spec.length)
         self.release()
         _reset_peak(self.device)
-        sample: dict[str, Any] = {"status": "ok"}
+        error = None
         encode = None
         try:
             self.comm.barrier()  # ranks start phase 1 together: the slowest rank's time is the wall time
             encode = self.engine.encode_context(doc, spec.partition)
-        except _OOM_ERRORS as exc:
-            sample = {"status": "OOM", "error": str(exc).splitlines()[0] if str(exc) else type(exc).__name__}
+        except (RuntimeError, MemoryError) as exc:
+            error = _oom_message(exc)
+            if error is None:
+                raise
+        # outside the handler: its traceback no longer pins the failed pass's tensors
         if not self._all_ok(encode is not None):
-            if sample["status"] == "ok":
-                sample = {"status": "OOM", "error": "another rank ran out of memory"}
             self.release()
-            return sample
+            return {"status": "OOM", "error": error or "another rank ran out of memory"}
         first, last = 1 + decode_warmup, 1 + decode_warmup + decode_tokens
         stamps: dict[int, float] = {}
         count = 0
@@ -478,12 +486,18 @@ class _Runner:
             stamps[count] = time.perf_counter()
             return False
 
+        answer = None
         try:
             _, answer = self.engine.answer(self.question, max_new_tokens=last, on_token=on_token)
-        except _OOM_ERRORS as exc:
+        except (RuntimeError, MemoryError) as exc:
+            error = _oom_message(exc)
+            if error is None:
+                raise
+        if answer is None:
             self.release()
-            return {"status": "OOM", "error": str(exc).splitlines()[0] if str(exc) else type(exc).__name__}
-        sample.update(
+            return {"status": "OOM", "error": error}
+        return dict(
+            status="ok",
             phase1_s=encode.seconds,
             prefill_s=answer.prefill_seconds,
             ttft_s=encode.seconds + answer.prefill_seconds,
@@ -493,7 +507,6 @@ class _Runner:
             kv_tokens=encode.tokens,
             anchor_tokens=encode.anchor_tokens,
         )
-        return sample
 
     def hf_sample(self, spec: CellSpec) -> dict:
         """One transformers forward (sdpa) of document + question, first token chosen greedily."""
@@ -510,8 +523,11 @@ class _Runner:
                 int(torch.argmax(logits[0, -1]).item())
             _sync(self.device)
             seconds = time.perf_counter() - start
-        except _OOM_ERRORS as exc:
-            return {"status": "OOM", "error": str(exc).splitlines()[0] if str(exc) else type(exc).__name__}
+        except (RuntimeError, MemoryError) as exc:
+            error = _oom_message(exc)
+            if error is None:
+                raise
+            return {"status": "OOM", "error": error}
         finally:
             self.model.set_attn_implementation(attention.ATTENTION_NAME)
         return {"status": "ok", "phase1_s": seconds, "prefill_s": 0.0, "ttft_s": seconds, "decode_ms_tok": None,
@@ -790,7 +806,7 @@ def _relaunch(ranks: int, argv: list[str]) -> int:
     env["PYTHONPATH"] = os.pathsep.join(p for p in (package_root, env.get("PYTHONPATH")) if p)
     proc = subprocess.Popen(cmd, env=env, start_new_session=True)
     try:
-        return proc.wait()
+        return proc.wait(timeout=_RELAUNCH_TIMEOUT_S)
     except BaseException:
         try:
             os.killpg(proc.pid, signal.SIGTERM)

@@ -42,7 +42,7 @@ Device = Annotated[str, typer.Option(envvar="STARCLI_DEVICE", help="auto, cpu or
 Dtype = Annotated[str, typer.Option(envvar="STARCLI_DTYPE", help="auto (bf16 on GPU, float32 on CPU), float32, bfloat16, float16.")]
 Kernel = Annotated[str, typer.Option(envvar="STARCLI_KERNEL", help="auto, flash-attn, cudnn, flash-sdpa, cpu-flash or math.")]
 JsonOut = Annotated[bool, typer.Option("--json", help="Print one JSON object on stdout instead of streaming text.")]
-Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="Print the answer only.")]
+Quiet = Annotated[bool, typer.Option("--quiet", help="Print the answer only.")]
 Debug = Annotated[bool, typer.Option("--debug", help="Show tracebacks.")]
 MaxFileBytes = Annotated[int, typer.Option(help="Skip files larger than this inside directories.")]
 Include = Annotated[Optional[list[str]], typer.Option("--include", help="Only files matching this glob (repeatable).")]
@@ -54,9 +54,9 @@ Nnodes = Annotated[int, typer.Option(help="Machines in a multi-node run (each ru
 NodeRank = Annotated[int, typer.Option(help="This machine's index in a multi-node run.")]
 RdzvEndpoint = Annotated[Optional[str], typer.Option(help="HOST:PORT of the rendezvous for multi-node runs.")]
 Timeout = Annotated[float, typer.Option(help="Seconds before a stuck collective fails the run.")]
-Truncate = Annotated[bool, typer.Option(help="Cut the document to fit the model's window (reported on stderr).")]
-TrustRemoteCode = Annotated[bool, typer.Option(help="Allow a model folder's own Python code to run.")]
-AllowPickle = Annotated[bool, typer.Option(help="Allow pickle weight files (loaded with weights_only).")]
+Truncate = Annotated[bool, typer.Option("--truncate", help="Cut the document to fit the model's window (reported on stderr).")]
+TrustRemoteCode = Annotated[bool, typer.Option("--trust-remote-code", help="Allow a model folder's own Python code to run.")]
+AllowPickle = Annotated[bool, typer.Option("--allow-pickle", help="Allow pickle weight files (loaded with weights_only).")]
 
 
 def _fail(message: str, code: int) -> None:
@@ -119,8 +119,8 @@ def _stdin_sources(sources: list[str]) -> list[str]:
 
 @app.command()
 def ask(
-    args: Annotated[list[str], typer.Argument(help="SOURCE... QUESTION: files, directories or - for stdin, then the question.", show_default=False)],
-    question: Annotated[Optional[list[str]], typer.Option("--question", "-Q", help="A question (repeatable); then every argument is a source.")] = None,
+    args: Annotated[list[str], typer.Argument(metavar="SOURCE... QUESTION", help="Files, directories or - for stdin, then the question.", show_default=False)],
+    question: Annotated[Optional[list[str]], typer.Option("--question", "-q", help="A question (repeatable); then every argument is a source.")] = None,
     model: Model = None, attention: Attention = "star", block_size: BlockSize = None, anchor_size: AnchorSize = None,
     max_new_tokens: MaxNewTokens = 512, temperature: Temperature = 0.0, top_p: TopP = 1.0, top_k: TopK = 0,
     seed: Seed = None, stop: Stop = None, device: Device = "auto", dtype: Dtype = "auto", kernel: Kernel = "auto",

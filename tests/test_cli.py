@@ -76,7 +76,7 @@ def test_attention_modes_agree_when_one_block(tiny_model_dir, doc):
 
 
 def test_several_questions_share_one_encoding(tiny_model_dir, doc):
-    result = invoke("ask", doc, *base(tiny_model_dir), "-Q", "first?", "-Q", "second?", "--json")
+    result = invoke("ask", doc, *base(tiny_model_dir), "-q", "first?", "-q", "second?", "--json")
     assert result.exit_code == 0, result.stderr
     data = json.loads(result.stdout)
     assert [a["question"] for a in data["answers"]] == ["first?", "second?"]

@@ -116,6 +116,8 @@ def _flash_attn(q, k, v, causal: bool, scale: float):
     return out.transpose(1, 2), lse.float()
 
 
+_HALF_PRECISION_ONLY = ("cudnn", "flash-sdpa", "flash-attn")
+
 _IMPLEMENTATIONS: dict[str, Callable] = {
     "math": _math,
     "cpu-flash": _cpu_flash,
@@ -172,6 +174,8 @@ def attention_with_lse(
         head = attention_with_lse(q, k[:, :, : sk - sq], v[:, :, : sk - sq], causal=False, scale=scale, kernel=kernel)
         tail = attention_with_lse(q, k[:, :, sk - sq :], v[:, :, sk - sq :], causal=True, scale=scale, kernel=kernel)
         return merge_partials(*head, *tail)
+    if kernel in _HALF_PRECISION_ONLY and q.dtype not in (torch.float16, torch.bfloat16):
+        kernel = "math"  # the fused CUDA kernels take fp16/bf16 only
     impl = _IMPLEMENTATIONS[kernel]
     if not causal and kernel != "cpu-flash" and q.shape[1] != k.shape[1]:
         out, lse = impl(_group_queries(q, k.shape[1]), k, v, False, scale)
