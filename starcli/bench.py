@@ -447,7 +447,7 @@ class _Runner:
         if self.device.type == "cuda":
             torch.cuda.empty_cache()
 
-    def _all_ok(self, ok: bool) -> bool:
+    def all_ok(self, ok: bool) -> bool:
         """Every rank learns whether all ranks got through, so no rank enters phase 2 alone."""
         if not self.comm.distributed:
             return ok
@@ -471,7 +471,7 @@ class _Runner:
             if error is None:
                 raise
         # outside the handler: its traceback no longer pins the failed pass's tensors
-        if not self._all_ok(encode is not None):
+        if not self.all_ok(encode is not None):
             self.release()
             return {"status": "OOM", "error": error or "another rank ran out of memory"}
         first, last = 1 + decode_warmup, 1 + decode_warmup + decode_tokens
@@ -717,7 +717,8 @@ def run_bench(settings: BenchSettings, comm: Comm, log: Callable[[str], None] = 
         if not spec.skip_reason:
             for _ in range(settings.repeats):
                 samples.append(runner.sample(spec, settings.decode_warmup, settings.decode_tokens))
-                if samples[-1]["status"] != "ok":
+                # all ranks stop repeating together, or their collectives would no longer pair up
+                if not runner.all_ok(samples[-1]["status"] == "ok"):
                     break
         runner.release()
         gathered = comm.gather_objects(samples, dst=0)
@@ -817,7 +818,8 @@ def _relaunch(ranks: int, argv: list[str]) -> int:
 
 
 def bench_command(
-    shape: Annotated[Optional[str], typer.Option("--shape", help=f"Random-weight model shape: {', '.join(SHAPES)} (default llama3-8b).")] = None,
+    shape: Annotated[Optional[str], typer.Option(
+        "--shape", help=f"Random-weight model shape: {', '.join(SHAPES)} (default llama3-8b).")] = None,
     model: Annotated[Optional[Path], typer.Option("--model", help="A model folder to load instead of a random shape.")] = None,
     lengths: Annotated[str, typer.Option("--lengths", help="Document lengths, comma separated (k = 1024, m = 1024²).")] = "32k,128k",
     modes: Annotated[str, typer.Option("--modes", help="Comma list of dense, star, ring, hf-dense.")] = "dense,star,ring",
@@ -834,7 +836,8 @@ def bench_command(
     pass_tokens: Annotated[int, typer.Option("--pass-tokens", help="Most document tokens per forward pass.")] = DEFAULT_PASS_TOKENS,
     json_path: Annotated[Optional[Path], typer.Option("--json", help="Write every cell and the run's metadata here.")] = None,
     seed: Annotated[int, typer.Option("--seed", help="Seed for weights and token ids.")] = 0,
-    matmul_size: Annotated[Optional[int], typer.Option("--matmul-size", help="Side of the square matmul that measures the ceiling (default 8192 on cuda, 2048 on cpu).")] = None,
+    matmul_size: Annotated[Optional[int], typer.Option(
+        "--matmul-size", help="Side of the square matmul measuring the ceiling (default 8192 on cuda, 2048 on cpu).")] = None,
 ) -> Optional[dict]:
     """Speed benchmark of the Star Attention engine: phase 1, time to first token, decode, memory, FLOP/s."""
     try:

