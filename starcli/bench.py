@@ -421,8 +421,10 @@ def _random_ids(n: int, vocab: int, seed: int) -> torch.Tensor:
 
 
 def _oom_message(exc: BaseException) -> Optional[str]:
-    """The first line of an out-of-memory error (CUDA, or the CPU allocator), else None."""
+    """The gist of an out-of-memory error (CUDA, or the CPU allocator), else None."""
     text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    # CUDA's message goes on with allocator advice after what was asked for and what was free
+    text = text.split(" Including non-PyTorch memory")[0]
     if isinstance(exc, (torch.cuda.OutOfMemoryError, MemoryError)) or "can't allocate memory" in text:
         return text
     return None
@@ -903,12 +905,19 @@ def _settings(shape, model, lengths, modes, block_sizes, anchor_size, ranks, dev
                                ("--matmul-size", 1 if matmul_size is None else matmul_size, 1)):
         if value < least:
             raise BenchError(f"{name} must be at least {least}, got {value}")
-    try:
-        length_list = parse_lengths(lengths)
-        blocks = parse_lengths(block_sizes) if block_sizes else [None]
-        anchors = parse_lengths(anchor_size) if anchor_size else [None]
-    except BenchError as exc:
-        raise BenchError(f"--lengths/--block-sizes/--anchor-size: {exc}") from None
+    def lengths_of(option: str, text: Optional[str]) -> list[Optional[int]]:
+        if not text:
+            return [None]
+        try:
+            return parse_lengths(text)
+        except BenchError as exc:
+            raise BenchError(f"{option}: {exc}") from None
+
+    length_list = lengths_of("--lengths", lengths)
+    if length_list == [None]:
+        raise BenchError("--lengths is empty")
+    blocks = lengths_of("--block-sizes", block_sizes)
+    anchors = lengths_of("--anchor-size", anchor_size)
     if len(anchors) != 1:
         raise BenchError("--anchor-size takes one value")
     resolved_device = _resolve_device(device)

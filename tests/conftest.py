@@ -8,26 +8,6 @@ import os
 
 import pytest
 
-CHAT_TEMPLATE = (
-    "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
-    "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
-)
-
-
-def build_tiny_tokenizer():
-    """Byte-level tokenizer with no merges: every text encodes, ids < 256 are bytes."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
-    from transformers import PreTrainedTokenizerFast
-
-    byte_vocab = {ch: i for i, ch in enumerate(sorted(pre_tokenizers.ByteLevel.alphabet()))}
-    tokenizer = Tokenizer(models.BPE(vocab=byte_vocab, merges=[]))
-    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tokenizer.decoder = decoders.ByteLevel()
-    fast = PreTrainedTokenizerFast(tokenizer_object=tokenizer, eos_token="<|im_end|>", pad_token="<|endoftext|>")
-    fast.add_special_tokens({"additional_special_tokens": ["<|im_start|>"]})
-    fast.chat_template = CHAT_TEMPLATE
-    return fast
-
 
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory):
@@ -35,10 +15,12 @@ def tiny_model_dir(tmp_path_factory):
     import torch
     from transformers import AutoModelForCausalLM
 
+    from starcli.random_model import byte_tokenizer
+
     from .tiny import tiny_config
 
     path = tmp_path_factory.mktemp("tiny-model")
-    tokenizer = build_tiny_tokenizer()
+    tokenizer = byte_tokenizer()
     config = tiny_config("qwen2")
     config.vocab_size = len(tokenizer) + 4
     config.max_position_embeddings = 2048

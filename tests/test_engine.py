@@ -24,10 +24,14 @@ def reference_logits(reference, doc, question):
 
 
 def reference_greedy(reference, doc, question, n):
-    ids = torch.cat([doc, question])[None]
+    """Greedy continuation by full recomputation each step (no cache): the plainest reference."""
+    seq, out = torch.cat([doc, question]), []
     with torch.no_grad():
-        out = reference.generate(ids, max_new_tokens=n, do_sample=False, min_new_tokens=n, eos_token_id=None, pad_token_id=0)
-    return out[0, ids.shape[1] :].tolist()
+        for _ in range(n):
+            token = int(reference(seq[None]).logits[0, -1].argmax())
+            out.append(token)
+            seq = torch.cat([seq, torch.tensor([token])])
+    return out
 
 
 def engine_logits(engine, doc, partition, question):

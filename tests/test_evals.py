@@ -344,7 +344,7 @@ def fake_models(monkeypatch, tiny_star, byte_tokenizer):
         (["--lengths", "2x"], "--lengths: cannot read '2x'"),
         (["--tasks", "niah,bogus"], "unknown task 'bogus'"),
         (["--attention", "dense,sparse"], "unknown mode 'sparse'"),
-        (["--block-sizes", "512,-1"], "--block-sizes: '-1'"),
+        (["--block-sizes", "512,-1"], "--block-sizes: cannot read '-1'"),
         (["--block-sizes", "256", "--anchor-size", "512"], "must not exceed"),
         (["--samples", "0"], "--samples must be at least 1"),
         (["--kernel", "warp"], "unknown kernel"),
@@ -367,15 +367,16 @@ def test_command_reports_bad_data(tmp_path):
 
 def test_command_runs_generated_tasks(fake_models, tmp_path):
     out = tmp_path / "results.json"
-    args = ["eval", "--tasks", "niah_single", "--lengths", "640", "--samples", "1", "--block-sizes", "auto,128",
+    args = ["eval", "--tasks", "niah_single", "--lengths", "640", "--samples", "1", "--block-sizes", "auto,128,1k",
             "--device", "cpu", "--out", str(out)]
     result = CliRunner().invoke(_app(), args)
     assert result.exit_code == 0, result.output
-    assert "star b=N/4 a=b" in result.stdout and "star b=128 a=128" in result.stdout and "niah_single" in result.stdout
+    for label in ("dense", "star b=N/4 a=b", "star b=128 a=128", "star b=1024 a=1024", "niah_single"):
+        assert label in result.stdout
     progress = [line for line in result.stderr.splitlines() if line.startswith("[")]
-    assert len(progress) == 3 and progress[-1].startswith("[3/3] niah_single 640 star b=128 a=128: score ")
+    assert len(progress) == 4 and progress[-1].startswith("[4/4] niah_single 640 star b=1024 a=1024: score ")
     saved = json.loads(out.read_text())
-    assert saved["model"] == "tiny" and len(saved["samples"]) == 3 and saved["seed"] == 0
+    assert saved["model"] == "tiny" and len(saved["samples"]) == 4 and saved["seed"] == 0
 
 
 def test_command_json_from_data(fake_models, tmp_path, byte_tokenizer):

@@ -50,11 +50,11 @@ def parse_tasks(text: str, strict: bool = True) -> list[str]:
     return list(dict.fromkeys(tasks))
 
 
-def parse_length(text: str) -> int:
+def parse_length(text: str, option: str = "--lengths") -> int:
     """``4096``, ``4k`` (4096) or ``1m`` (1048576): binary multiples, as context windows are sized."""
     match = _LENGTH.match(text.strip().lower())
     if not match or int(match.group(1)) == 0:
-        raise OptionError(f"--lengths: cannot read {text!r}; use token counts like 2k,8k or 4096")
+        raise OptionError(f"{option}: cannot read {text!r}; use token counts like 2k,8k or 4096")
     return int(match.group(1)) * {"": 1, "k": 1024, "m": 1024 * 1024}[match.group(2)]
 
 
@@ -68,12 +68,7 @@ def parse_configs(attention: str, block_sizes: str | None, anchor_size: int | No
     if block_sizes is not None:
         blocks = []
         for item in _items(block_sizes, "--block-sizes"):
-            if item == "auto":
-                blocks.append(None)
-            elif item.isdigit() and int(item) > 0:
-                blocks.append(int(item))
-            else:
-                raise OptionError(f"--block-sizes: {item!r} is not a positive number of tokens or auto")
+            blocks.append(None if item == "auto" else parse_length(item, "--block-sizes"))
     if anchor_size is not None and anchor_size <= 0:
         raise OptionError(f"--anchor-size must be a positive number of tokens, got {anchor_size}")
     for block in blocks:
@@ -128,9 +123,9 @@ def eval_command(
     model: Annotated[Optional[str], typer.Option("--model", "-m", help="Model directory, .gguf file or hub id (default: the embedded model).")] = None,
     tasks: Annotated[Optional[str], typer.Option(help="Comma list of tasks or families, or all. With --data, filters its samples.")] = None,
     lengths: Annotated[Optional[str], typer.Option(help=f"Comma list of prompt lengths in tokens, e.g. 2k,8k (default {DEFAULT_LENGTHS}). With --data, filters its samples.")] = None,
-    samples: Annotated[int, typer.Option(help="Samples per task and length.")] = 4,
+    samples: Annotated[int, typer.Option(help="Generated samples per task and length.")] = 4,
     attention: Annotated[str, typer.Option(help="Comma list of attention modes to compare: dense, star, ring.")] = "dense,star",
-    block_sizes: Annotated[Optional[str], typer.Option("--block-sizes", help="Comma list of star block sizes; auto is about N/4.")] = None,
+    block_sizes: Annotated[Optional[str], typer.Option("--block-sizes", help="Comma list of star block sizes, e.g. 512,2k; auto is about N/4 (the default).")] = None,
     anchor_size: Annotated[Optional[int], typer.Option(help="Star anchor size (default: the block size).")] = None,
     data: Annotated[Optional[Path], typer.Option(help="Read samples from this JSONL file instead of generating them.")] = None,
     seed: Annotated[int, typer.Option(help="Seed of the generated samples.")] = 0,

@@ -29,6 +29,8 @@ from .kernels import attention_with_lse, empty_partial
 from .merge import merge_many, merge_partials
 
 ATTENTION_NAME = "star"
+# Question + answer KV up to this many tokens is attended with the math kernel (see _generate).
+_SHORT_TAIL = 4096
 
 
 @dataclass
@@ -199,7 +201,10 @@ class AttentionState:
             start = self.tail.filled
             self.tail.write(layer, k, v, start)
             tail_k, tail_v = self.tail.read(layer, end=start + q.shape[2])
-            own = self._attend(q, tail_k, tail_v, True, scale)
+            # The tail grows by one token per step; shape-specialised fused kernels (cuDNN builds a
+            # plan per shape) would pay setup every step, while this short attention is cheap in math.
+            kernel = "math" if tail_k.shape[2] <= _SHORT_TAIL else self.kernel
+            own = attention_with_lse(q, tail_k, tail_v, causal=True, scale=scale, kernel=kernel)
             partial = own if partial is None else merge_partials(*partial, *own)
         if partial is None:
             partial = empty_partial(q)
