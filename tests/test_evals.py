@@ -8,6 +8,7 @@ import json
 import re
 
 import pytest
+import torch
 import typer
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import PreTrainedTokenizerFast
@@ -293,6 +294,29 @@ def test_run_eval_on_a_tiny_model(tiny_star, byte_tokenizer):
         assert needle in table
 
 
+def test_run_eval_through_a_chat_template():
+    """The prompt path of real chat models: template around the document, end of turn stops."""
+    from transformers import AutoModelForCausalLM
+
+    from starcli.random_model import byte_tokenizer
+
+    from .tiny import tiny_config
+
+    tokenizer = byte_tokenizer()
+    config = tiny_config("qwen2")
+    config.vocab_size = len(tokenizer) + 4
+    torch.manual_seed(1)
+    model = AutoModelForCausalLM.from_config(config, attn_implementation="star").eval()
+    samples = generate("qa", 768, 2, 0, tokenizer)
+    results = run_eval(model, tokenizer, samples, [("dense", None, None), ("star", 1024, None)])
+    outputs = collections.defaultdict(dict)
+    for record in results["samples"]:
+        assert record["prompt_tokens"] + record["output_tokens"] <= 768
+        outputs[record["id"]][record["config"]] = record["output"]
+    assert all(by["dense"] == by["star b=1024 a=1024"] for by in outputs.values())
+    assert "<|im_start|>" in tokenizer.decode(build_prompt(tokenizer, samples[0].context, samples[0].question).document_ids)
+
+
 def test_aggregate_means_and_ratio():
     from starcli.evals.runner import aggregate
 
@@ -395,8 +419,9 @@ def test_command_json_from_data(fake_models, tmp_path, byte_tokenizer):
 
 
 @pytest.mark.real_model
-def test_default_model_solves_niah_single_with_dense_and_star():
+def test_default_model_solves_niah_single_with_dense_and_star(real_model_cache, monkeypatch):
     """The CI slice: both modes find the needle at about 2K tokens, star over four 512-token blocks."""
+    monkeypatch.setenv("STARCLI_CACHE", real_model_cache)  # convert once per session, not per test
     try:
         from starcli.models import ModelError, load_model, pick_dtype, resolve_model
     except ImportError as exc:

@@ -27,7 +27,7 @@ def _available(kernel):
 @pytest.mark.parametrize("kernel", ["cudnn", "flash-sdpa", "flash-attn", "math"])
 @pytest.mark.parametrize("causal", [False, True])
 @pytest.mark.parametrize("heads", [(32, 8), (14, 2), (8, 8)])
-@pytest.mark.parametrize("sizes", [(1, 777), (64, 64), (300, 1000), (1024, 1024)])
+@pytest.mark.parametrize("sizes", [(1, 777), (64, 64), (300, 1000), (1024, 1024), (1, 20000), (4, 40960)])
 def test_cuda_kernels_match_float64(kernel, causal, heads, sizes):
     if not _available(kernel):
         pytest.skip(f"{kernel} not available")
@@ -35,8 +35,9 @@ def test_cuda_kernels_match_float64(kernel, causal, heads, sizes):
     hq, hkv = heads
     sq, sk = sizes
     q = torch.randn(1, hq, sq, 128, device="cuda", dtype=torch.bfloat16)
-    k = torch.randn(1, hkv, sk, 128, device="cuda", dtype=torch.bfloat16)
-    v = torch.randn(1, hkv, sk, 128, device="cuda", dtype=torch.bfloat16)
+    # keys are read from a larger preallocated buffer in the engine: test strided views too
+    k = torch.randn(1, hkv, sk + 64, 128, device="cuda", dtype=torch.bfloat16)[:, :, :sk]
+    v = torch.randn(1, hkv, sk + 64, 128, device="cuda", dtype=torch.bfloat16)[:, :, :sk]
     out, lse = attention_with_lse(q, k, v, causal=causal, kernel=kernel)
     ref_out, ref_lse = reference(q.cpu(), k.cpu(), v.cpu(), causal)
     assert out.shape == q.shape and lse.shape == q.shape[:3] and lse.dtype == torch.float32

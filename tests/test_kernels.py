@@ -48,3 +48,17 @@ def test_resolve_kernel():
         resolve_kernel("cudnn", "cpu")
     with pytest.raises(KernelError):
         resolve_kernel("nope", "cpu")
+
+
+@pytest.mark.parametrize("sk", [8192, 8192 + 4096 + 17])
+def test_split_key_decoding_matches_float64(sk):
+    from starcli.star import kernels
+
+    torch.manual_seed(3)
+    q = torch.randn(1, 8, 1, 16)
+    k = torch.randn(1, 2, sk, 16)
+    v = torch.randn(1, 2, sk, 16)
+    out, lse = kernels._split_keys(q, k, v, 16**-0.5, "math")
+    ref_out, ref_lse = reference(q, k, v, False)
+    torch.testing.assert_close(out.double(), ref_out, atol=2e-5, rtol=2e-5)
+    torch.testing.assert_close(lse.double(), ref_lse, atol=2e-5, rtol=2e-5)

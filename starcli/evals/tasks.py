@@ -121,7 +121,7 @@ def _niah_multivalue(rng: random.Random, length: int) -> _Recipe:
     values = [_number(rng, taken) for _ in range(_NEEDLES)]
     needles = [(rng.random(), _needle(key, v)) for v in values]
     question = f"What are all the special magic numbers for {key} mentioned in the text above?"
-    return _Recipe(question, values, 64, lambda n: _haystack(_filler(n), needles))
+    return _Recipe(question, values, 128, lambda n: _haystack(_filler(n), needles))
 
 
 def _niah_multiquery(rng: random.Random, length: int) -> _Recipe:
@@ -131,7 +131,7 @@ def _niah_multiquery(rng: random.Random, length: int) -> _Recipe:
     needles = [(rng.random(), _needle(k, v)) for k, v in zip(keys, values)]
     listed = ", ".join(keys[:-1]) + f" and {keys[-1]}"
     question = f"What are the special magic numbers for {listed} mentioned in the text above?"
-    return _Recipe(question, values, 64, lambda n: _haystack(_filler(n), needles))
+    return _Recipe(question, values, 128, lambda n: _haystack(_filler(n), needles))
 
 
 # A prose unit is one sentence, split further when longer than this many words (code listings),
@@ -191,7 +191,7 @@ def _vt(rng: random.Random, length: int) -> _Recipe:
     depths = sorted(rng.random() for _ in statements)
     inserts = list(zip(depths, statements))
     question = f"Find all variables that are assigned the value {value} in the text above."
-    return _Recipe(question, names, 64, lambda n: _haystack(_filler(n), inserts))
+    return _Recipe(question, names, 96, lambda n: _haystack(_filler(n), inserts))
 
 
 # --- aggregation -----------------------------------------------------------------------------------

@@ -25,7 +25,7 @@ from typing import Callable
 
 import torch
 
-from .merge import merge_partials
+from .merge import merge_partials, merge_stacked
 
 KERNELS = ("auto", "flash-attn", "cudnn", "flash-sdpa", "cpu-flash", "math")
 
@@ -155,6 +155,35 @@ def resolve_kernel(name: str, device: torch.device | str) -> str:
     return name
 
 
+# Few queries over many keys (decoding): fused kernels parallelise over heads and query tiles, so
+# 8 KV heads × 1 tile would keep most of the GPU idle. Cutting the keys into chunks that run as a
+# batch, then merging the chunks' partials by LSE, spreads the work (split-KV decoding).
+_SPLIT_MAX_QUERIES = 64
+_SPLIT_CHUNK = 4096
+
+
+def _split_keys(q, k, v, scale: float, kernel: str):
+    """Non-causal attention with the key axis cut into batch-parallel chunks, merged by LSE."""
+    b, hkv, sk, d = k.shape
+    chunks = sk // _SPLIT_CHUNK
+    main = chunks * _SPLIT_CHUNK
+    grouped = _group_queries(q, hkv)  # (B, Hkv, G·S, D)
+
+    def as_batch(x):  # (B, Hkv, main, D) -> (B·chunks, Hkv, CHUNK, D), a view when x is contiguous per head
+        return x[:, :, :main].reshape(b, hkv, chunks, _SPLIT_CHUNK, d).transpose(1, 2).reshape(b * chunks, hkv, _SPLIT_CHUNK, d)
+
+    queries = grouped.unsqueeze(1).expand(b, chunks, *grouped.shape[1:]).reshape(b * chunks, *grouped.shape[1:])
+    out, lse = _IMPLEMENTATIONS[kernel](queries, as_batch(k), as_batch(v), False, scale)
+    out = out.reshape(b, chunks, *out.shape[1:]).transpose(0, 1)
+    lse = lse.reshape(b, chunks, *lse.shape[1:]).transpose(0, 1)
+    if main < sk:
+        rest_out, rest_lse = _IMPLEMENTATIONS[kernel](grouped, k[:, :, main:], v[:, :, main:], False, scale)
+        out = torch.cat([out, rest_out.unsqueeze(0)])
+        lse = torch.cat([lse, rest_lse.unsqueeze(0)])
+    merged_out, merged_lse = merge_stacked(out, lse)
+    return _ungroup(merged_out, merged_lse, q.shape[1])
+
+
 def attention_with_lse(
     q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, causal: bool, scale: float | None = None, kernel: str = "math"
 ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -177,6 +206,8 @@ def attention_with_lse(
     if kernel in _HALF_PRECISION_ONLY and q.dtype not in (torch.float16, torch.bfloat16):
         kernel = "math"  # the fused CUDA kernels take fp16/bf16 only
     impl = _IMPLEMENTATIONS[kernel]
+    if not causal and kernel in _HALF_PRECISION_ONLY and q.shape[2] * q.shape[1] // k.shape[1] <= _SPLIT_MAX_QUERIES and sk >= 2 * _SPLIT_CHUNK:
+        return _split_keys(q, k, v, scale, kernel)
     if not causal and kernel != "cpu-flash" and q.shape[1] != k.shape[1]:
         out, lse = impl(_group_queries(q, k.shape[1]), k, v, False, scale)
         return _ungroup(out, lse, q.shape[1])

@@ -54,8 +54,12 @@ def merge_many(outs: list[torch.Tensor], lses: list[torch.Tensor]) -> tuple[torc
     """
     if len(outs) == 1:
         return outs[0], lses[0]
-    lse_stack = torch.stack(lses)  # (P, B, H, S)
-    lse = torch.logsumexp(lse_stack, dim=0)
-    weights = torch.exp(lse_stack - _finite_or_zero(lse)).unsqueeze(-1)  # (P, B, H, S, 1)
-    out = (weights * torch.stack([o.to(_accumulation_dtype(o)) for o in outs])).sum(dim=0)
-    return out.to(outs[0].dtype), lse
+    return merge_stacked(torch.stack(outs), torch.stack(lses))
+
+
+def merge_stacked(outs: torch.Tensor, lses: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Merge P partials stacked along dim 0: outs (P, ..., S, D), lses (P, ..., S) -> (..., S, D), (..., S)."""
+    lse = torch.logsumexp(lses, dim=0)
+    weights = torch.exp(lses - _finite_or_zero(lse)).unsqueeze(-1)
+    out = (weights * outs.to(_accumulation_dtype(outs))).sum(dim=0)
+    return out.to(outs.dtype), lse
