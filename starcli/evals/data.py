@@ -99,7 +99,8 @@ def write_jsonl(samples: list[Sample], path: str | Path) -> None:
 
 
 def score(output: str, answers: list[str]) -> float:
-    """The fraction of ``answers`` found in ``output``, ignoring case (RULER's string match)."""
+    """The fraction of ``answers`` found in ``output``, ignoring case: the string-match metric of
+    synthetic long-context suites, which checks content rather than phrasing."""
     if not answers:
         return 0.0
     found = output.casefold()

@@ -1,10 +1,10 @@
-"""Synthetic long-context tasks in the style of RULER, generated from a seed.
+"""Synthetic long-context tasks (retrieval, variable tracking, aggregation, QA) from a seed.
 
 Every task first draws everything random about a sample (keys, values, depths, the question) and
 then renders a context from a number of *units*: filler sentences, list entries, paragraphs. The
 number of units is searched with the given tokenizer so that the whole prompt (chat template,
-context, question) plus the answer budget comes to about ``length_tokens`` tokens, the way RULER
-counts a sequence length: a 4K sample fits a 4K window including its answer.
+context, question) plus the answer budget comes to about ``length_tokens`` tokens, the way
+long-context benchmarks count a sequence length: a 4K sample fits a 4K window with its answer.
 """
 
 from __future__ import annotations
@@ -141,7 +141,10 @@ _PROSE_UNIT_WORDS = 48
 
 @functools.lru_cache(maxsize=1)
 def _prose_units() -> tuple[str, ...]:
-    """Sentences of the Python documentation shipped with every CPython, in a fixed order."""
+    """Sentences of the Python documentation shipped with every CPython, in a fixed order.
+
+    The text changes between Python versions, so prose samples repeat exactly within one version.
+    """
     try:
         from pydoc_data.topics import topics
     except ImportError:
