@@ -207,6 +207,9 @@ def ask(request: AskRequest, renderer: Renderer, stdin: IO[bytes] | None = None)
         except LaunchError as exc:
             raise UserError(str(exc))
     totals = {"total_s": time.perf_counter() - started}
+    if renderer.result is None and request.placement.node_rank != 0:
+        renderer.note(f"node {request.placement.node_rank}: its ranks finished; node 0 prints the answer")
+        return {}
     renderer.finish(totals)
     return {**(renderer.result or {}), **renderer.extra, **totals}
 

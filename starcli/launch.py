@@ -51,10 +51,13 @@ def free_port(host: str = "127.0.0.1") -> int:
 def torchrun_command(options: LaunchOptions, job_path: str, events: str) -> list[str]:
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", str(options.nprocs), "--max-restarts", "0"]
     if options.nnodes > 1:
-        if not options.rdzv_endpoint:
-            raise LaunchError("--nnodes > 1 needs --rdzv-endpoint HOST:PORT (the same on every node)")
+        if not options.rdzv_endpoint or ":" not in options.rdzv_endpoint:
+            raise LaunchError("--nnodes > 1 needs --rdzv-endpoint HOST:PORT (node 0's address, the same on every node)")
+        host, port = options.rdzv_endpoint.rsplit(":", 1)
+        # static rendezvous: node 0 hosts it, and node r's ranks come after node r-1's, so global
+        # rank 0 (which streams the answer) is always on node 0
         cmd += ["--nnodes", str(options.nnodes), "--node-rank", str(options.node_rank),
-                "--rdzv-backend", "c10d", "--rdzv-endpoint", options.rdzv_endpoint]
+                "--master-addr", host, "--master-port", port]
     else:
         # one node: rendezvous only on loopback, on a port nobody else chose
         cmd += ["--nnodes", "1", "--master-addr", "127.0.0.1", "--master-port", str(free_port())]
@@ -132,19 +135,31 @@ def _end_process_group(proc: subprocess.Popen) -> None:
             continue
 
 
-_ROOT_CAUSE = re.compile(r"rank\s*:\s*(\d+).*?(exitcode\s*:\s*-?\d+(?:\s*\(pid: \d+\))?)", re.S)
+_FAILED_RANK = re.compile(r"rank\s*:\s*(\d+)\s*\(local_rank[^)]*\)\s*exitcode\s*:\s*(-?\d+)")
 
 
 def _describe_failure(server: _EventServer, torchrun_log: str, returncode: int) -> str:
+    """Name the rank that failed first and why.
+
+    A rank killed by a signal (out of memory, killed by hand) cannot report; the others then fail
+    with connection errors that they do report. So a rank that died by a signal without reporting
+    is the cause; otherwise the first reported error is.
+    """
+    reported = {int(e.get("rank", -1)) for e in server.errors}
+    for rank, code in _FAILED_RANK.findall(torchrun_log):
+        rank, code = int(rank), int(code)
+        if code < 0 and rank not in reported:
+            try:
+                name = signal.Signals(-code).name
+            except ValueError:
+                name = f"signal {-code}"
+            hint = " (out of memory, or killed)" if -code == signal.SIGKILL else ""
+            return f"rank {rank} was killed by {name}{hint}"
     if server.errors:
         first = server.errors[0]
         return f"rank {first.get('rank')} failed: {first.get('message')}"
-    match = _ROOT_CAUSE.search(torchrun_log.split("Root Cause", 1)[-1])
-    if match:
-        rank, code = match.groups()
-        signal_match = re.search(r"Signal (\d+) \((\w+)\)", torchrun_log)
-        cause = f"killed by {signal_match.group(2)}" if signal_match else code.replace(" ", "")
-        return f"rank {rank} failed ({cause})"
+    for rank, code in _FAILED_RANK.findall(torchrun_log):
+        return f"rank {rank} failed with exit code {code}"
     return f"the ranks exited with status {returncode}"
 
 

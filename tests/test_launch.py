@@ -1,0 +1,114 @@
+"""Multi-process runs through the real launcher (torchrun, gloo on CPU), driven as a user would."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from .distributed import free_port
+
+
+def run_cli(*args, timeout=240):
+    env = {**os.environ, "NO_COLOR": "1", "OMP_NUM_THREADS": "1"}
+    return subprocess.run([sys.executable, "-m", "starcli.cli", *map(str, args)], capture_output=True, text=True, timeout=timeout, env=env)
+
+
+@pytest.fixture
+def doc(tmp_path):
+    path = tmp_path / "doc.txt"
+    path.write_text("The launch code is 4711. " * 30)
+    return path
+
+
+def answer(result):
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout)["answers"][0]["answer"]
+
+
+def common(model):
+    return ["--model", model, "--device", "cpu", "--max-new-tokens", "6", "--json", "--block-size", "128"]
+
+
+@pytest.mark.parametrize("attention", ["star", "ring"])
+def test_procs_give_the_single_process_answer(tiny_model_dir, doc, attention):
+    expected = answer(run_cli("ask", doc, "code?", *common(tiny_model_dir), "--attention", "star" if attention == "star" else "dense"))
+    for procs in (2, 3):
+        result = run_cli("ask", doc, "code?", *common(tiny_model_dir), "--attention", attention, "--procs", procs)
+        assert answer(result) == expected
+        data = json.loads(result.stdout)
+        assert data["ranks"] == procs and len(data["per_rank"]) == procs
+        assert sum(r["kv_tokens"] for r in data["per_rank"]) == data["document_tokens"]
+
+
+def test_two_nodes_on_localhost(tiny_model_dir, doc):
+    expected = answer(run_cli("ask", doc, "code?", *common(tiny_model_dir)))
+    endpoint = f"127.0.0.1:{free_port()}"
+    env = {**os.environ, "NO_COLOR": "1", "OMP_NUM_THREADS": "1"}
+    nodes = [
+        subprocess.Popen(
+            [sys.executable, "-m", "starcli.cli", "ask", str(doc), "code?", *map(str, common(tiny_model_dir)),
+             "--procs", "1", "--nnodes", "2", "--node-rank", str(rank), "--rdzv-endpoint", endpoint],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+        )
+        for rank in (0, 1)
+    ]
+    outputs = [p.communicate(timeout=240) for p in nodes]
+    assert [p.returncode for p in nodes] == [0, 0], [o[1] for o in outputs]
+    assert json.loads(outputs[0][0])["answers"][0]["answer"] == expected
+    assert json.loads(outputs[0][0])["ranks"] == 2
+    assert "node 0 prints the answer" in outputs[1][1]
+
+
+def _descendants(pid: int) -> list[int]:
+    children = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:
+            children.append(int(entry))
+    return children + [d for c in children for d in _descendants(c)]
+
+
+def _rank_of(pid: int) -> int | None:
+    try:
+        with open(f"/proc/{pid}/environ", "rb") as f:
+            env = dict(kv.split(b"=", 1) for kv in f.read().split(b"\0") if b"=" in kv)
+    except OSError:
+        return None
+    cmdline = open(f"/proc/{pid}/cmdline", "rb").read()
+    return int(env[b"RANK"]) if b"starcli.worker" in cmdline and b"RANK" in env else None
+
+
+def test_a_killed_rank_ends_the_run_with_a_message_and_no_orphans(tiny_model_dir, tmp_path):
+    doc = tmp_path / "doc.txt"
+    doc.write_text("word " * 100)
+    env = {**os.environ, "NO_COLOR": "1", "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "starcli.cli", "ask", str(doc), "q?", "--model", str(tiny_model_dir), "--device", "cpu",
+         "--procs", "2", "--max-new-tokens", "1400", "--kernel", "math", "--timeout", "20"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env,
+    )
+    assert proc.stdout.read(1), proc.stderr.read()  # generation has started
+    ranks = {_rank_of(p): p for p in _descendants(proc.pid)}
+    assert 1 in ranks, ranks
+    tree = _descendants(proc.pid)
+    os.kill(ranks[1], signal.SIGKILL)  # a process this test's command started
+    started = time.monotonic()
+    _, err = proc.communicate(timeout=90)
+    assert proc.returncode == 1
+    assert time.monotonic() - started < 60
+    assert b"rank 1" in err and b"Traceback" not in err
+    time.sleep(1)
+    alive = [p for p in tree if os.path.exists(f"/proc/{p}") and open(f"/proc/{p}/stat").read().rsplit(")", 1)[1].split()[0] != "Z"]
+    assert alive == []
