@@ -137,19 +137,29 @@ def ask(
             if not args:
                 raise UserError("missing the question (the last argument)", code=2)
             sources, questions = list(args[:-1]), [args[-1]]
-        request = AskRequest(
-            _stdin_sources(sources), questions,
-            _settings(model, attention, block_size, anchor_size, max_new_tokens, temperature, top_p, top_k, seed, stop, device, dtype, kernel, trust_remote_code, allow_pickle),
-            IngestOptions(max_file_bytes=max_file_bytes, include=list(include or []), exclude=list(exclude or []), password=password),
-            Placement(procs, gpus, nnodes, node_rank, rdzv_endpoint, timeout), truncate,
-        )
-        ask_impl(request, json_output, quiet)
+        ask_impl(_stdin_sources(sources), questions, locals_of_command)
 
+    locals_of_command = dict(locals())
     _run(debug, body)
 
 
-def ask_impl(request: AskRequest, json_output: bool, quiet: bool) -> None:
-    renderer = Renderer(json_output=json_output, quiet=quiet)
+def _request(sources: list[str], questions: list[str], o: dict) -> AskRequest:
+    """An AskRequest from the options ask and summarize share (their parameter names)."""
+    return AskRequest(
+        sources, questions,
+        _settings(o["model"], o["attention"], o["block_size"], o["anchor_size"], o["max_new_tokens"], o["temperature"],
+                  o["top_p"], o["top_k"], o["seed"], o["stop"], o["device"], o["dtype"], o["kernel"],
+                  o["trust_remote_code"], o["allow_pickle"]),
+        IngestOptions(max_file_bytes=o["max_file_bytes"], include=list(o["include"] or []),
+                      exclude=list(o["exclude"] or []), password=o["password"]),
+        Placement(o["procs"], o["gpus"], o["nnodes"], o["node_rank"], o["rdzv_endpoint"], o["timeout"]),
+        o["truncate"],
+    )
+
+
+def ask_impl(sources: list[str], questions: list[str], options: dict) -> None:
+    request = _request(sources, questions, options)
+    renderer = Renderer(json_output=options["json_output"], quiet=options["quiet"])
     stdin = sys.stdin.buffer if "-" in request.sources else None
     run_ask(request, renderer, stdin)
 
@@ -170,14 +180,9 @@ def summarize(
     def body():
         if words is not None and words < 1:
             raise UserError(f"--words must be positive, got {words}", code=2)
-        request = AskRequest(
-            _stdin_sources(list(sources or [])), [summary_question(words)],
-            _settings(model, attention, block_size, anchor_size, max_new_tokens, temperature, top_p, top_k, seed, stop, device, dtype, kernel, trust_remote_code, allow_pickle),
-            IngestOptions(max_file_bytes=max_file_bytes, include=list(include or []), exclude=list(exclude or []), password=password),
-            Placement(procs, gpus, nnodes, node_rank, rdzv_endpoint, timeout), truncate,
-        )
-        ask_impl(request, json_output, quiet)
+        ask_impl(_stdin_sources(list(sources or [])), [summary_question(words)], locals_of_command)
 
+    locals_of_command = dict(locals())
     _run(debug, body)
 
 
