@@ -108,10 +108,11 @@ def run_job(job: Job, comm: Comm, emit: Emit, loaded=None) -> dict | None:
     """Run ``job`` on this rank; returns the result dict on rank 0 (None elsewhere)."""
     settings = job.settings
     speak = emit if comm.rank == 0 else (lambda event: None)
-    if comm.device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(comm.device)
     speak({"type": "stage", "stage": "loading model", "done": 0, "total": 1})
     model, tokenizer, dtype_name, load_seconds = loaded or load_for_job(settings, job.model_path, comm)
+    if comm.device.type == "cuda":
+        # after loading: CUDA is initialised by then, and the peak still counts the weights
+        torch.cuda.reset_peak_memory_stats(comm.device)
     speak({"type": "stage", "stage": "loading model", "done": 1, "total": 1})
 
     from .prompt import stop_token_ids

@@ -41,6 +41,7 @@ def save_random_model(shape: str, out: str, max_positions: int, device: str = "c
     config = copy.deepcopy(SHAPES[shape])
     config.max_position_embeddings = max(max_positions, config.max_position_embeddings)
     tokenizer = byte_tokenizer()
+    config.vocab_size = max(config.vocab_size, len(tokenizer))
     config.eos_token_id = tokenizer.eos_token_id
     with torch.device(device):
         model = AutoModelForCausalLM.from_config(config, dtype=torch.bfloat16)
