@@ -112,3 +112,23 @@ def test_a_killed_rank_ends_the_run_with_a_message_and_no_orphans(tiny_model_dir
     time.sleep(1)
     alive = [p for p in tree if os.path.exists(f"/proc/{p}") and open(f"/proc/{p}/stat").read().rsplit(")", 1)[1].split()[0] != "Z"]
     assert alive == []
+
+
+def test_ctrl_c_stops_every_rank(tiny_model_dir, tmp_path):
+    doc = tmp_path / "doc.txt"
+    doc.write_text("word " * 100)
+    env = {**os.environ, "NO_COLOR": "1", "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "starcli.cli", "ask", str(doc), "q?", "--model", str(tiny_model_dir), "--device", "cpu",
+         "--procs", "2", "--max-new-tokens", "1400", "--kernel", "math"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env,
+    )
+    assert proc.stdout.read(1), proc.stderr.read()
+    tree = _descendants(proc.pid)
+    assert len([p for p in tree if _rank_of(p) is not None]) == 2
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130 and b"interrupted" in err and b"Traceback" not in err
+    time.sleep(1)
+    alive = [p for p in tree if os.path.exists(f"/proc/{p}") and open(f"/proc/{p}/stat").read().rsplit(")", 1)[1].split()[0] != "Z"]
+    assert alive == []
