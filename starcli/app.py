@@ -58,6 +58,12 @@ def read_input(sources: list[str], ingest: IngestOptions, renderer: Renderer, st
     return load_sources(sources, ingest, stdin=stdin, on_skip=on_skip)
 
 
+def check_remote_code(spec, trust_remote_code: bool) -> None:
+    from .models import check_remote_code as check
+
+    check(spec, trust_remote_code)
+
+
 def resolve(settings: RunSettings, renderer: Renderer):
     from .models import resolve_model
 
@@ -167,6 +173,7 @@ def ask(request: AskRequest, renderer: Renderer, stdin: IO[bytes] | None = None)
     renderer({"type": "stage", "stage": "reading input", "done": 1, "total": 1})
 
     spec = resolve(settings, renderer)
+    check_remote_code(spec, settings.trust_remote_code)
     tokenizer = load_tokenizer(spec.path, settings.trust_remote_code)
     renderer({"type": "stage", "stage": "tokenizing", "done": 0, "total": 1})
     tokenize_start = time.perf_counter()
@@ -226,6 +233,7 @@ def count(sources: list[str], settings: RunSettings, ingest: IngestOptions, plac
     """Tokens per part and in total, and the blocks/ranks a run would use (a dry run)."""
     document = read_input(sources, ingest, renderer, stdin)
     spec = resolve(settings, renderer)
+    check_remote_code(spec, settings.trust_remote_code)
     tokenizer = load_tokenizer(spec.path, settings.trust_remote_code)
     parts = [{"path": p.path, "tokens": len(tokenizer(p.text, add_special_tokens=False)["input_ids"])} for p in document.parts]
     doc_ids = build_prompt(tokenizer, document.render(), "?").document_ids

@@ -69,6 +69,11 @@ def _run(debug: bool, body) -> None:
     from .models import ModelError
     from .star.engine import EngineError
 
+    if not debug:
+        # library warnings are not for users of a command line tool; --debug shows them
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.set_verbosity_error()
     try:
         body()
     except UserError as exc:

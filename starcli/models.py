@@ -517,6 +517,13 @@ def _needs_remote_code(path: Path, config: dict[str, Any]) -> bool:
     return False
 
 
+def check_remote_code(spec: ModelSpec, trust_remote_code: bool) -> None:
+    """Refuse, before anything is loaded, a model folder whose own code would have to run."""
+    path = Path(spec.path)
+    if not trust_remote_code and _needs_remote_code(path, _read_config(path)):
+        raise ModelError(f"{spec.name} ships its own code; pass --trust-remote-code to run it")
+
+
 def load_model(
     spec: ModelSpec,
     *,
