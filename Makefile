@@ -21,7 +21,7 @@ $(VENV)/.installed: pyproject.toml requirements.lock
 	touch $@
 
 run: setup
-	$(BIN)/starcli ask README.md docs/architecture.md starcli/star/engine.py \
+	$(BIN)/starcli ask README.md docs/architecture.md \
 		"What does this repository do, and where is the Star Attention engine implemented? Answer in a few sentences."
 
 test: setup

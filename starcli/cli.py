@@ -57,6 +57,7 @@ Timeout = Annotated[float, typer.Option(help="Seconds before a stuck collective 
 Truncate = Annotated[bool, typer.Option("--truncate", help="Cut the document to fit the model's window (reported on stderr).")]
 TrustRemoteCode = Annotated[bool, typer.Option("--trust-remote-code", help="Allow a model folder's own Python code to run.")]
 AllowPickle = Annotated[bool, typer.Option("--allow-pickle", help="Allow pickle weight files (loaded with weights_only).")]
+Cache = Annotated[bool, typer.Option("--cache", envvar="STARCLI_DOC_CACHE", help="Keep the encoded document on disk and reuse it for later questions (see `starcli cache`).")]
 
 
 def _fail(message: str, code: int) -> None:
@@ -106,11 +107,11 @@ def _debug_trace(debug: bool) -> None:
         traceback.print_exc()
 
 
-def _settings(model, attention, block_size, anchor_size, max_new_tokens, temperature, top_p, top_k, seed, stop, device, dtype, kernel, trust_remote_code, allow_pickle) -> RunSettings:
+def _settings(model, attention, block_size, anchor_size, max_new_tokens, temperature, top_p, top_k, seed, stop, device, dtype, kernel, trust_remote_code, allow_pickle, cache=False) -> RunSettings:
     return RunSettings(
         model=model, device=device, dtype=dtype, attention=attention, block_size=block_size, anchor_size=anchor_size,
         kernel=kernel, max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p, top_k=top_k, seed=seed,
-        stop=list(stop or []), trust_remote_code=trust_remote_code, allow_pickle=allow_pickle,
+        stop=list(stop or []), trust_remote_code=trust_remote_code, allow_pickle=allow_pickle, cache=cache,
     )
 
 
@@ -133,6 +134,7 @@ def ask(
     max_file_bytes: MaxFileBytes = 1_000_000, include: Include = None, exclude: Exclude = None, password: Password = None,
     procs: Procs = None, gpus: Gpus = None, nnodes: Nnodes = 1, node_rank: NodeRank = 0, rdzv_endpoint: RdzvEndpoint = None,
     timeout: Timeout = 120.0, truncate: Truncate = False, trust_remote_code: TrustRemoteCode = False, allow_pickle: AllowPickle = False,
+    cache: Cache = False,
 ):
     """Answer a question about files, a repository, a PDF or piped text."""
     def body():
@@ -154,7 +156,7 @@ def _request(sources: list[str], questions: list[str], o: dict) -> AskRequest:
         sources, questions,
         _settings(o["model"], o["attention"], o["block_size"], o["anchor_size"], o["max_new_tokens"], o["temperature"],
                   o["top_p"], o["top_k"], o["seed"], o["stop"], o["device"], o["dtype"], o["kernel"],
-                  o["trust_remote_code"], o["allow_pickle"]),
+                  o["trust_remote_code"], o["allow_pickle"], o["cache"]),
         IngestOptions(max_file_bytes=o["max_file_bytes"], include=list(o["include"] or []),
                       exclude=list(o["exclude"] or []), password=o["password"]),
         Placement(o["procs"], o["gpus"], o["nnodes"], o["node_rank"], o["rdzv_endpoint"], o["timeout"]),
@@ -180,6 +182,7 @@ def summarize(
     max_file_bytes: MaxFileBytes = 1_000_000, include: Include = None, exclude: Exclude = None, password: Password = None,
     procs: Procs = None, gpus: Gpus = None, nnodes: Nnodes = 1, node_rank: NodeRank = 0, rdzv_endpoint: RdzvEndpoint = None,
     timeout: Timeout = 120.0, truncate: Truncate = False, trust_remote_code: TrustRemoteCode = False, allow_pickle: AllowPickle = False,
+    cache: Cache = False,
 ):
     """Summarize the whole input."""
     def body():
@@ -239,6 +242,48 @@ def models_command(json_output: JsonOut = False, debug: Debug = False):
             print("  ".join(str(x) for x in (entry.get("name"), entry.get("kind"), entry.get("status", ""), format_bytes(size) if size else "", entry.get("path", "")) if x != ""))
 
     _run(debug, body)
+
+
+cache_app = typer.Typer(help="The document cache kept by --cache: list, remove, clear.", no_args_is_help=True)
+app.add_typer(cache_app, name="cache")
+
+
+@cache_app.command("ls")
+def cache_ls(json_output: JsonOut = False):
+    """List cached documents, most recently used first."""
+    from . import doc_cache
+    from .report import format_bytes
+
+    found = doc_cache.entries()
+    if json_output:
+        print(json.dumps(found, indent=2))
+        return
+    for e in found:
+        print(f"{e['id']}  {format_bytes(e['bytes']):>10}  {e.get('num_tokens', '?'):>8} tokens  "
+              f"{e.get('attention', '?')} b={e.get('block_size', '?')} a={e.get('anchor_size', '?')} "
+              f"rank {e.get('rank', '?')}/{e.get('world_size', '?')}")
+    total = sum(e["bytes"] for e in found)
+    print(f"{len(found)} entries, {format_bytes(total)} in {doc_cache.documents_dir()}", file=sys.stderr)
+
+
+@cache_app.command("rm")
+def cache_rm(ids: Annotated[list[str], typer.Argument(help="Entry ids from `starcli cache ls`.")]):
+    """Remove cached documents."""
+    from . import doc_cache
+
+    known = {e["id"] for e in doc_cache.entries()}
+    for entry_id in ids:
+        if entry_id not in known:
+            _fail(f"no cache entry {entry_id!r} (see `starcli cache ls`)", 1)
+        doc_cache.remove(entry_id)
+
+
+@cache_app.command("clear")
+def cache_clear():
+    """Remove every cached document."""
+    from . import doc_cache
+
+    print(f"removed {doc_cache.clear()} entries", file=sys.stderr)
 
 
 def _register_optional_commands() -> None:

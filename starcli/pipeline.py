@@ -46,6 +46,7 @@ class RunSettings:
     pass_tokens: int = DEFAULT_PASS_TOKENS
     trust_remote_code: bool = False
     allow_pickle: bool = False
+    cache: bool = False  # keep / reuse the document's phase-1 KV on disk
 
     def sampling(self) -> SamplingParams:
         return SamplingParams(self.temperature, self.top_p, self.top_k, self.seed)
@@ -129,7 +130,16 @@ def run_job(job: Job, comm: Comm, emit: Emit, loaded=None) -> dict | None:
         speak({"type": "stage", "stage": "encoding blocks", "done": done * comm.world_size, "total": total_blocks})
 
     doc = torch.tensor(job.document_ids, dtype=torch.long)
-    encode = engine.encode_context(doc, partition, on_progress)
+    key, cache_info, encode = None, None, None
+    if settings.cache:
+        key = _cache_key(job, partition, dtype_name, comm)
+        encode, cache_info = _load_cached(engine, key, partition, comm, speak)
+    if encode is None:
+        encode = engine.encode_context(doc, partition, on_progress)
+        if key is not None:
+            from . import doc_cache
+
+            doc_cache.save(key, engine.export_document_kv(), encode.seconds)
     speak({"type": "stage", "stage": "encoding blocks", "done": total_blocks, "total": total_blocks})
     stops = stop_token_ids(tokenizer, model.config)
     answers = []
@@ -200,9 +210,49 @@ def run_job(job: Job, comm: Comm, emit: Emit, loaded=None) -> dict | None:
         "phase1_s": phase1,
         "phase1_tokens_per_s": len(job.document_ids) / phase1 if phase1 > 0 else None,
         "per_rank": gathered,
+        "cache": cache_info,
     }
     speak({"type": "result", "result": result})
     return result
+
+
+def _cache_key(job: Job, partition, dtype_name: str, comm: Comm):
+    from . import doc_cache
+
+    return doc_cache.EntryKey(
+        model=doc_cache.model_identity(job.model_path),
+        tokens_sha256=doc_cache.tokens_digest(job.document_ids),
+        num_tokens=len(job.document_ids),
+        attention=partition.attention,
+        block_size=partition.block_size,
+        anchor_size=partition.anchor_size,
+        dtype=dtype_name,
+        world_size=comm.world_size,
+        rank=comm.rank,
+    )
+
+
+def _load_cached(engine: StarEngine, key, partition, comm: Comm, speak: Emit):
+    """(EncodeStats, info) when every rank has its entry; (None, info) to encode instead."""
+    from . import doc_cache
+    from .star.engine import EncodeStats
+
+    start = time.perf_counter()
+    try:
+        found = doc_cache.load(key)
+    except doc_cache.DocCacheError as exc:
+        speak({"type": "note", "text": f"ignoring a corrupt document cache entry ({exc}); encoding again"})
+        doc_cache.remove(key.digest())
+        found = None
+    # ring's phase 1 has collectives, so ranks must agree: all load, or all encode
+    if not comm.all_true(found is not None):
+        return None, {"hit": False}
+    tensors, record = found
+    plan = partition.ranks[comm.rank]
+    stats = EncodeStats(seconds=0.0, tokens=plan.num_tokens, blocks=len(plan.blocks))
+    engine.import_document_kv(tensors, partition, stats)
+    stats.seconds = time.perf_counter() - start
+    return stats, {"hit": True, "load_s": stats.seconds, "saved_s": max(0.0, record["encode_seconds"] - stats.seconds)}
 
 
 def _nth(items: list[str], index: int) -> str:

@@ -155,6 +155,12 @@ def report_lines(r: dict) -> list[str]:
     if "phase1_s" in r:
         rate = r.get("phase1_tokens_per_s")
         lines.append(f"phase 1        {_seconds(r['phase1_s'])} ({rate:,.0f} tokens/s)" if rate else f"phase 1        {_seconds(r['phase1_s'])}")
+    cache = r.get("cache")
+    if cache:
+        lines.append(
+            f"cache          hit: document KV loaded in {_seconds(cache['load_s'])}, phase 1 saved {_seconds(cache['saved_s'])}"
+            if cache.get("hit") else "cache          miss: phase 1 ran and its KV was stored"
+        )
     for i, a in enumerate(answers):
         label = f"answer {i + 1}" if len(answers) > 1 else "answer"
         parts = [f"first token {_seconds(a.get('time_to_first_token_s'))}"]

@@ -69,6 +69,14 @@ class Comm:
         dist.broadcast(t, src=src)
         return int(t.item())
 
+    def all_true(self, flag: bool) -> bool:
+        """True only if ``flag`` is true on every rank (e.g. every rank found its cache entry)."""
+        if not self.distributed:
+            return flag
+        t = torch.tensor([1 if flag else 0], dtype=torch.long, device=self.device)
+        dist.all_reduce(t, op=dist.ReduceOp.MIN)
+        return bool(t.item())
+
     def gather_objects(self, obj, dst: int) -> list | None:
         """Small Python objects (per-rank statistics) to one rank; others get None."""
         if not self.distributed:

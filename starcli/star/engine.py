@@ -239,6 +239,28 @@ class StarEngine:
         stats.decode_tokens = max(0, len(tokens) - 1)
         return tokens, stats
 
+    def export_document_kv(self) -> dict[str, torch.Tensor]:
+        """This rank's document KV by layer: ``k.{layer}``/``v.{layer}`` of shape (1, Hkv, tokens, D)."""
+        out = {}
+        for layer in self.state.document.keys:
+            k, v = self.state.document.read(layer)
+            out[f"k.{layer}"], out[f"v.{layer}"] = k, v
+        return out
+
+    def import_document_kv(self, tensors: dict[str, torch.Tensor], partition: Partition, encode: EncodeStats) -> None:
+        """Install KV saved by ``export_document_kv`` for ``partition`` instead of running phase 1."""
+        plan = partition.ranks[self.comm.rank]
+        self.state = AttentionState(self.comm, self.kernel)
+        self.state.document.capacity = plan.num_tokens
+        for name, tensor in tensors.items():
+            kind, layer = name.split(".")
+            target = self.state.document.keys if kind == "k" else self.state.document.values
+            target[int(layer)] = tensor.to(self.device)
+            if tensor.shape[2] != plan.num_tokens:
+                raise EngineError(f"cached KV holds {tensor.shape[2]} tokens, this rank needs {plan.num_tokens}")
+        self.state.document.filled = plan.num_tokens
+        self.run = EngineRun(partition, encode)
+
     def kv_bytes(self) -> int:
         return self.state.document.nbytes() + self.state.tail.nbytes()
 
