@@ -264,3 +264,72 @@ def stdin_is_piped(stream=None) -> bool:
         return not stream.isatty()
     except (AttributeError, ValueError):
         return False
+
+
+def chat(request: AskRequest, renderer: Renderer, read_line, stdin=None) -> None:
+    """Encode the input once, then answer questions read one at a time until /exit or end of input.
+    Follow-ups keep the conversation (earlier turns stay in the tail KV). One process."""
+    import torch
+
+    from .pipeline import load_for_job
+    from .prompt import followup_ids, question_text, stop_token_ids
+    from .star.engine import StarEngine
+    from .textstream import TextStream
+
+    settings = request.settings
+    try:
+        settings.device = resolve_device(settings.device)
+    except ValueError as exc:
+        raise UserError(str(exc), code=2)
+    if (request.placement.procs or 1) > 1 or (request.placement.gpus or 1) > 1:
+        raise UserError("chat runs in one process; use `starcli ask -q ... -q ...` on several ranks", code=2)
+    document = read_input(request.sources, request.ingest, renderer, stdin)
+    spec = resolve(settings, renderer)
+    check_remote_code(spec, settings.trust_remote_code)
+    tokenizer = load_tokenizer(spec.path, settings.trust_remote_code)
+    doc_ids = build_prompt(tokenizer, document.render(), "?").document_ids
+    limit = max_positions(spec.path)
+    if limit and len(doc_ids) + settings.max_new_tokens + 32 > limit:
+        raise UserError(
+            f"the input is too long for the model: {len(doc_ids)} document tokens + room for a question and "
+            f"{settings.max_new_tokens} answer tokens > {limit} positions; use a smaller input or a lower --max-new-tokens"
+        )
+    comm = Comm(device=torch.device("cuda", 0) if settings.device == "cuda" else torch.device("cpu"))
+    renderer({"type": "stage", "stage": "loading model", "done": 0, "total": 1})
+    model, _, _, _ = load_for_job(settings, str(spec.path), comm)
+    renderer({"type": "stage", "stage": "loading model", "done": 1, "total": 1})
+    engine = StarEngine(model, comm, kernel=settings.kernel, pass_tokens=settings.pass_tokens)
+    partition = plan_partition(settings.attention, len(doc_ids), 1, settings.block_size, settings.anchor_size)
+    encode = engine.encode_context(torch.tensor(doc_ids), partition,
+                                   lambda d, t: renderer({"type": "stage", "stage": "encoding blocks", "done": d, "total": t}))
+    renderer.note(f"encoded {len(doc_ids)} document tokens in {encode.seconds:.2f} s; ask away (/exit or Ctrl-D to leave)")
+    stops = stop_token_ids(tokenizer, model.config)
+    turns = 0
+    while True:
+        line = read_line()
+        if line is None or line.strip() in ("/exit", "/quit"):
+            return
+        if not line.strip():
+            continue
+        ids = followup_ids(tokenizer, line) if turns else tokenizer(question_text(tokenizer, line.strip()), add_special_tokens=False)["input_ids"]
+        if limit and len(doc_ids) + engine.history + len(ids) + settings.max_new_tokens > limit:
+            renderer.note("the conversation no longer fits the model's window; starting a fresh one")
+            turns = 0
+            ids = tokenizer(question_text(tokenizer, line.strip()), add_special_tokens=False)["input_ids"]
+        stream = TextStream(tokenizer, settings.stop)
+
+        def on_token(token: int) -> bool:
+            delta = stream.feed(token)
+            if delta:
+                renderer({"type": "token", "text": delta})
+            return stream.stopped
+
+        tokens, stats = engine.answer(ids, max_new_tokens=settings.max_new_tokens, sampling=settings.sampling(),
+                                      stop_token_ids=stops, on_token=on_token, keep_history=turns > 0)
+        tail = stream.flush()
+        if tail:
+            renderer({"type": "token", "text": tail})
+        renderer({"type": "answer_end", "index": turns})
+        rate = stats.decode_tokens / stats.decode_seconds if stats.decode_seconds > 0 else 0.0
+        renderer.note(f"{len(tokens)} tokens, first after {stats.prefill_seconds:.2f} s, {rate:.1f} tokens/s")
+        turns += 1

@@ -13,6 +13,7 @@ import typer
 from . import __version__
 from .app import AskRequest, Placement, UserError, stdin_is_piped, summary_question
 from .app import ask as run_ask
+from .app import chat as run_chat
 from .app import count as run_count
 from .pipeline import RunSettings
 from .report import Renderer
@@ -192,6 +193,42 @@ def summarize(
 
     locals_of_command = dict(locals())
     _run(debug, body)
+
+
+@app.command()
+def chat(
+    sources: Annotated[Optional[list[str]], typer.Argument(help="Files, directories or PDFs to talk about.", show_default=False)] = None,
+    model: Model = None, attention: Attention = "star", block_size: BlockSize = None, anchor_size: AnchorSize = None,
+    max_new_tokens: MaxNewTokens = 512, temperature: Temperature = 0.0, top_p: TopP = 1.0, top_k: TopK = 0,
+    seed: Seed = None, stop: Stop = None, device: Device = "auto", dtype: Dtype = "auto", kernel: Kernel = "auto",
+    debug: Debug = False, max_file_bytes: MaxFileBytes = 1_000_000, include: Include = None, exclude: Exclude = None,
+    password: Password = None, trust_remote_code: TrustRemoteCode = False, allow_pickle: AllowPickle = False,
+):
+    """Encode the input once, then answer questions interactively (follow-ups keep the conversation)."""
+    def body():
+        if not sources:
+            raise UserError("chat needs files or directories (questions are read from the terminal)", code=2)
+        request = AskRequest(
+            list(sources), [],
+            _settings(model, attention, block_size, anchor_size, max_new_tokens, temperature, top_p, top_k, seed, stop,
+                      device, dtype, kernel, trust_remote_code, allow_pickle),
+            IngestOptions(max_file_bytes=max_file_bytes, include=list(include or []), exclude=list(exclude or []), password=password),
+        )
+        run_chat(request, Renderer(), _read_question)
+
+    _run(debug, body)
+
+
+def _read_question() -> str | None:
+    """One line from the user, with line editing and history where the terminal has them."""
+    try:
+        import readline  # noqa: F401 - importing it enables editing and history for input()
+    except ImportError:
+        pass
+    try:
+        return input("> " if sys.stdin.isatty() else "")
+    except EOFError:
+        return None
 
 
 @app.command("count")

@@ -73,6 +73,30 @@ def build_prompt(tokenizer, document: str, question: str) -> PromptParts:
     return PromptParts(doc_ids, _encode(tokenizer, question_text(tokenizer, question.strip())), kind)
 
 
+_ANSWER_MARK = "\u2063STARCLI-ANSWER\u2063"
+
+
+def followup_text(tokenizer, question: str) -> str:
+    """A follow-up turn's text after an answer: close the answer, open a user turn with the
+    question, open the assistant turn. Rendered from the chat template like the first turn."""
+    if not getattr(tokenizer, "chat_template", None):
+        return f"\nQuestion: {question}\nAnswer:"
+    messages = [
+        {"role": "user", "content": f"{_DOC_MARK}{SEPARATOR}{_QUESTION_MARK}"},
+        {"role": "assistant", "content": _ANSWER_MARK},
+        {"role": "user", "content": "\u2063FOLLOWUP\u2063"},
+    ]
+    text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+    between = text.split(_ANSWER_MARK, 1)[1]
+    return between.replace("\u2063FOLLOWUP\u2063", question)
+
+
+def followup_ids(tokenizer, question: str) -> list[int]:
+    if not question or not question.strip():
+        raise PromptError("the question is empty")
+    return _encode(tokenizer, followup_text(tokenizer, question.strip()))
+
+
 def stop_token_ids(tokenizer, model_config=None) -> set[int]:
     """EOS and the chat template's end-of-turn tokens."""
     ids: set[int] = set()

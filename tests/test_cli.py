@@ -176,3 +176,18 @@ def test_sigint_mid_generation_exits_130(tiny_model_dir, tmp_path):
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 130
     assert b"interrupted" in err and b"Traceback" not in err
+
+
+def test_chat_answers_each_question_and_keeps_the_conversation(tiny_model_dir, doc):
+    result = invoke("chat", doc, *base(tiny_model_dir), input="first?\nfollow-up?\n/exit\n")
+    assert result.exit_code == 0, result.stderr
+    assert "ask away" in result.stderr
+    assert result.stderr.count("tokens, first after") == 2
+    # the first answer equals a one-shot ask of the same question
+    single = invoke("ask", doc, "first?", *base(tiny_model_dir), "--json")
+    assert result.stdout.startswith(json.loads(single.stdout)["answers"][0]["answer"])
+
+
+def test_chat_ends_on_end_of_input(tiny_model_dir, doc):
+    result = invoke("chat", doc, *base(tiny_model_dir), input="")
+    assert result.exit_code == 0

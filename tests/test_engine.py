@@ -178,3 +178,20 @@ def test_stop_tokens_and_stop_callback():
     seen = []
     cut, stats = engine.answer(question.tolist(), max_new_tokens=6, on_token=lambda t: seen.append(t) or len(seen) == 2)
     assert cut == free[:2] and stats.stop_reason == "stop string"
+
+
+def test_follow_up_turn_continues_after_the_answer():
+    reference, star = tiny_pair("qwen2")
+    doc, first, second = random_ids(120, 1), random_ids(4, 2), random_ids(3, 3)
+    engine = StarEngine(star, kernel="math")
+    engine.encode_context(doc, plan_star(120, 1, block_size=64))
+    answer1, _ = engine.answer(first.tolist(), max_new_tokens=4)
+    answer2, _ = engine.answer(second.tolist(), max_new_tokens=4, keep_history=True)
+    # the same as a naive run over document + question + answer + follow-up
+    keys, values = naive_star_kv(reference, doc, 64, 64)
+    conversation = torch.cat([first, torch.tensor(answer1), second])
+    expected, _ = naive_answer(reference, keys, values, 120, conversation, 4)
+    assert answer2 == expected
+    # a fresh question forgets the conversation
+    fresh, _ = engine.answer(second.tolist(), max_new_tokens=4)
+    assert fresh == naive_answer(reference, keys, values, 120, second, 4)[0]

@@ -88,6 +88,8 @@ class StarEngine:
         self.pass_tokens = pass_tokens
         self.state = AttentionState(self.comm, self.kernel)
         self.run: EngineRun | None = None
+        self.history = 0  # question/answer tokens after the document (same on every rank)
+        self.unfed: list[int] = []  # an answer's last token, chosen but not yet run through the model
 
     # --- forward ---------------------------------------------------------------------------------
     def _forward(self, ids: torch.Tensor, positions: torch.Tensor, step, want_logits: bool) -> torch.Tensor | None:
@@ -111,6 +113,7 @@ class StarEngine:
         if doc_ids.numel() != partition.num_tokens:
             raise EngineError(f"partition is for {partition.num_tokens} tokens, got {doc_ids.numel()}")
         self.state = AttentionState(self.comm, self.kernel)
+        self.history, self.unfed = 0, []
         doc_ids = doc_ids.to(self.device)
         plan = partition.ranks[self.comm.rank]
         stats = EncodeStats(tokens=plan.num_tokens, blocks=len(plan.blocks))
@@ -196,12 +199,15 @@ class StarEngine:
         sampling: SamplingParams = SamplingParams(),
         stop_token_ids: set[int] = frozenset(),
         on_token: Callable[[int], bool] | None = None,
+        keep_history: bool = False,
     ) -> tuple[list[int], AnswerStats]:
         """Phase 2: prefill ``question_ids`` after the document, then generate.
 
         ``on_token(token) -> bool`` sees each generated token (not stop tokens); returning True
-        stops (e.g. a stop string was completed). Each call starts from the encoded document alone,
-        so several questions can be answered against one encoding.
+        stops (e.g. a stop string was completed). By default each call starts from the encoded
+        document alone, so several questions can be answered against one encoding. With
+        ``keep_history`` the call continues after the previous answer (a follow-up turn): earlier
+        questions and answers stay in the last rank's tail KV.
         """
         if self.run is None:
             raise EngineError("encode_context must run before answer")
@@ -209,10 +215,16 @@ class StarEngine:
             raise EngineError("the question is empty")
         if max_new_tokens < 1:
             raise EngineError(f"max_new_tokens must be at least 1, got {max_new_tokens}")
+        if keep_history:
+            question_ids = self.unfed + list(question_ids)  # the last answer token was never fed
+        else:
+            self.history = 0
+        self.unfed = []
         stats = AnswerStats(question_tokens=len(question_ids))
-        self.state.tail = attention.KVBuffer(len(question_ids) + max_new_tokens if self.comm.is_last else 0)
+        self._reserve_tail(self.history, len(question_ids) + max_new_tokens)
         generator = make_generator(sampling)
-        position = self.run.partition.num_tokens
+        position = self.run.partition.num_tokens + self.history
+        self.history += len(question_ids)
         _sync(self.device)
         start = time.perf_counter()
         logits = self._step(question_ids, position)
@@ -234,10 +246,27 @@ class StarEngine:
                 break
             logits = self._step([token], position)
             position += 1
+            self.history += 1
             token = self._choose(logits, sampling, generator)
+        if stats.stop_reason != "end of turn":
+            self.unfed = [tokens[-1]]
         stats.decode_seconds = time.perf_counter() - decode_start
         stats.decode_tokens = max(0, len(tokens) - 1)
         return tokens, stats
+
+    def _reserve_tail(self, keep: int, extra: int) -> None:
+        """A tail buffer with room for ``extra`` more tokens after its first ``keep``."""
+        if not self.comm.is_last:
+            return
+        old = self.state.tail
+        if keep == 0 or old.capacity < keep + extra:
+            tail = attention.KVBuffer(keep + extra)
+            for layer in old.keys:
+                if keep:
+                    tail.write(layer, old.keys[layer][:, :, :keep], old.values[layer][:, :, :keep], 0)
+            tail.filled = keep
+            self.state.tail = tail
+        self.state.tail.filled = keep
 
     def export_document_kv(self) -> dict[str, torch.Tensor]:
         """This rank's document KV by layer: ``k.{layer}``/``v.{layer}`` of shape (1, Hkv, tokens, D)."""
