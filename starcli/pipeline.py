@@ -174,7 +174,8 @@ def run_job(job: Job, comm: Comm, emit: Emit, loaded=None) -> dict | None:
                 "answer": "".join(text_parts),
                 "answer_tokens": len(tokens),
                 "question_tokens": stats.question_tokens,
-                "time_to_first_token_s": encode.seconds + stats.prefill_seconds,
+                # phase 1 runs once, before the first question only
+                "time_to_first_token_s": (encode.seconds if index == 0 else 0.0) + stats.prefill_seconds,
                 "prefill_s": stats.prefill_seconds,
                 "decode_s": stats.decode_seconds,
                 "decode_tokens_per_s": stats.decode_tokens / stats.decode_seconds if stats.decode_seconds > 0 else None,
