@@ -39,6 +39,31 @@ def _tree(root: Path, skip: Path) -> dict[str, str]:
     return out
 
 
+def bomb_pdf(expanded_bytes: int = 400_000_000) -> bytes:
+    """One page whose compressed content stream (about 400 KB) expands to ``expanded_bytes`` of text."""
+    import zlib
+
+    text = b"BT /F1 12 Tf 72 712 Td (" + b"A" * expanded_bytes + b") Tj ET"
+    stream = zlib.compress(text, 9)
+    objects = [
+        b"<< /Type /Catalog /Pages 2 0 R >>",
+        b"<< /Type /Pages /Kids [4 0 R] /Count 1 >>",
+        b"<< /Type /Font /Subtype /Type1 /BaseFont /Helvetica >>",
+        b"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 612 792] /Resources << /Font << /F1 3 0 R >> >> /Contents 5 0 R >>",
+        b"<< /Length " + str(len(stream)).encode() + b" /Filter /FlateDecode >>\nstream\n" + stream + b"\nendstream",
+    ]
+    out = bytearray(b"%PDF-1.4\n")
+    offsets = []
+    for number, body in enumerate(objects, start=1):
+        offsets.append(len(out))
+        out += f"{number} 0 obj\n".encode() + body + b"\nendobj\n"
+    xref_at = len(out)
+    out += f"xref\n0 {len(objects) + 1}\n0000000000 65535 f \n".encode()
+    out += b"".join(f"{o:010d} 00000 n \n".encode() for o in offsets)
+    out += f"trailer\n<< /Size {len(objects) + 1} /Root 1 0 R >>\nstartxref\n{xref_at}\n%%EOF\n".encode()
+    return bytes(out)
+
+
 def _make_remote_code_model(tiny_model_dir: Path, dest: Path) -> Path:
     shutil.copytree(tiny_model_dir, dest)
     config = json.loads((dest / "config.json").read_text())
@@ -94,6 +119,9 @@ def _setup(case: str, work: Path, tiny_model_dir: Path) -> list[str]:
     if case == "truncated PDF":
         (work / "cut.pdf").write_bytes(make_pdf(["some text here"] * 3)[:300])
         return ["ask", str(work / "cut.pdf"), q]
+    if case == "PDF decompression bomb":
+        (work / "bomb.pdf").write_bytes(bomb_pdf())
+        return ["ask", str(work / "bomb.pdf"), q]
     if case == "model with remote code":
         (work / "doc.txt").write_text("hello")
         model = _make_remote_code_model(tiny_model_dir, work / "custom-model")
@@ -137,6 +165,7 @@ CASES = {
     "encrypted PDF, wrong password": (1, "wrong password"),
     "PDF without text": (1, "no extractable text"),
     "truncated PDF": (1, "cannot read PDF"),
+    "PDF decompression bomb": (1, "bomb.pdf"),
     "model with remote code": (1, "--trust-remote-code"),
     "corrupt safetensors": (1, "cannot load"),
     "not a model folder": (1, "config.json"),
@@ -172,3 +201,35 @@ def test_bad_input_gives_one_clear_line(case, tmp_path, tiny_model_dir):
     assert "Traceback" not in result.stderr and result.stdout == ""
     assert "remote code ran" not in result.stderr
     assert _tree(tmp_path, cache) == before  # nothing written or changed outside the cache
+
+
+SUCCEEDS_WITH_NOTE = {
+    # case: words of the skip note on stderr
+    "symlink loop": "symlink loop",
+    "symlink escaping the directory": "symlink leaves the directory",
+    "binary next to text": "binary",
+}
+
+
+@pytest.mark.parametrize("case", list(SUCCEEDS_WITH_NOTE))
+def test_odd_files_in_a_directory_are_skipped_and_reported(case, tmp_path, tiny_model_dir):
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    (repo / "good.txt").write_text("a readable file")
+    if case == "symlink loop":
+        os.symlink(repo / "loop_b", repo / "loop_a")
+        os.symlink(repo / "loop_a", repo / "loop_b")
+    elif case == "symlink escaping the directory":
+        (tmp_path / "secret.txt").write_text("outside")
+        os.symlink(tmp_path / "secret.txt", repo / "escape.txt")
+    else:
+        (repo / "blob.bin").write_bytes(b"\x00\x01" * 100)
+    before = _tree(tmp_path, tmp_path / "cache")
+    env = {**os.environ, "STARCLI_CACHE": str(tmp_path / "cache"), "NO_COLOR": "1", "HF_HUB_OFFLINE": "1"}
+    result = subprocess.run([sys.executable, "-m", "starcli.cli", "ask", str(repo), "q?", "--model", str(tiny_model_dir),
+                             "--device", "cpu", "--max-new-tokens", "2", "--json"],
+                            capture_output=True, text=True, timeout=BOUND_S, env=env, stdin=subprocess.DEVNULL)
+    assert result.returncode == 0, result.stderr
+    assert SUCCEEDS_WITH_NOTE[case] in result.stderr and "Traceback" not in result.stderr
+    assert json.loads(result.stdout)["sources"] == [str(repo / "good.txt")]
+    assert _tree(tmp_path, tmp_path / "cache") == before
