@@ -138,7 +138,8 @@ def report_lines(r: dict) -> list[str]:
     lines = ["", "--- starcli report ---"]
     answers = r.get("answers", [])
     if "model" in r:
-        lines.append(f"model          {r['model']} ({r.get('dtype', '?')}, {r.get('device', '?')}, kernel {r.get('kernel', '?')})")
+        name = r.get("model_name") or r["model"]
+        lines.append(f"model          {name} ({r.get('dtype', '?')}, {r.get('device', '?')}, kernel {r.get('kernel', '?')})")
     if "model_load_s" in r:
         lines.append(f"model load     {_seconds(r['model_load_s'])}")
     if "ingest_s" in r:
