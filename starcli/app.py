@@ -271,10 +271,9 @@ def chat(request: AskRequest, renderer: Renderer, read_line, stdin=None) -> None
     Follow-ups keep the conversation (earlier turns stay in the tail KV). One process."""
     import torch
 
-    from .pipeline import load_for_job
+    from .pipeline import load_for_job, stream_answer
     from .prompt import followup_ids, question_text, stop_token_ids
     from .star.engine import StarEngine
-    from .textstream import TextStream
 
     settings = request.settings
     try:
@@ -316,19 +315,7 @@ def chat(request: AskRequest, renderer: Renderer, read_line, stdin=None) -> None
             renderer.note("the conversation no longer fits the model's window; starting a fresh one")
             turns = 0
             ids = tokenizer(question_text(tokenizer, line.strip()), add_special_tokens=False)["input_ids"]
-        stream = TextStream(tokenizer, settings.stop)
-
-        def on_token(token: int) -> bool:
-            delta = stream.feed(token)
-            if delta:
-                renderer({"type": "token", "text": delta})
-            return stream.stopped
-
-        tokens, stats = engine.answer(ids, max_new_tokens=settings.max_new_tokens, sampling=settings.sampling(),
-                                      stop_token_ids=stops, on_token=on_token, keep_history=turns > 0)
-        tail = stream.flush()
-        if tail:
-            renderer({"type": "token", "text": tail})
+        tokens, stats, _ = stream_answer(engine, tokenizer, ids, settings, stops, renderer, keep_history=turns > 0)
         renderer({"type": "answer_end", "index": turns})
         rate = stats.decode_tokens / stats.decode_seconds if stats.decode_seconds > 0 else 0.0
         renderer.note(f"{len(tokens)} tokens, first after {stats.prefill_seconds:.2f} s, {rate:.1f} tokens/s")

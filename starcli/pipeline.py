@@ -144,34 +144,14 @@ def run_job(job: Job, comm: Comm, emit: Emit, loaded=None) -> dict | None:
     stops = stop_token_ids(tokenizer, model.config)
     answers = []
     for index, question_ids in enumerate(job.questions):
-        stream = TextStream(tokenizer, settings.stop)
-        text_parts: list[str] = []
         if len(job.questions) > 1:
             speak({"type": "question", "index": index, "text": _nth(job.question_texts, index)})
-
-        def on_token(token: int) -> bool:
-            delta = stream.feed(token)
-            if delta:
-                text_parts.append(delta)
-                speak({"type": "token", "text": delta})
-            return stream.stopped
-
-        tokens, stats = engine.answer(
-            question_ids,
-            max_new_tokens=settings.max_new_tokens,
-            sampling=settings.sampling(),
-            stop_token_ids=stops,
-            on_token=on_token,
-        )
-        tail = stream.flush()
-        if tail:
-            text_parts.append(tail)
-            speak({"type": "token", "text": tail})
+        tokens, stats, text = stream_answer(engine, tokenizer, question_ids, settings, stops, speak)
         speak({"type": "answer_end", "index": index})
         answers.append(
             {
                 "question": _nth(job.question_texts, index),
-                "answer": "".join(text_parts),
+                "answer": text,
                 "answer_tokens": len(tokens),
                 "question_tokens": stats.question_tokens,
                 # phase 1 runs once, before the first question only
@@ -215,6 +195,31 @@ def run_job(job: Job, comm: Comm, emit: Emit, loaded=None) -> dict | None:
     }
     speak({"type": "result", "result": result})
     return result
+
+
+def stream_answer(engine: StarEngine, tokenizer, question_ids: list[int], settings: RunSettings, stops: set[int],
+                  emit: Emit, keep_history: bool = False):
+    """Answer one question, emitting UTF-8-safe text deltas as ``token`` events.
+
+    Returns (token ids, AnswerStats, the answer text)."""
+    stream = TextStream(tokenizer, settings.stop)
+    parts: list[str] = []
+
+    def emit_text(delta: str) -> None:
+        if delta:
+            parts.append(delta)
+            emit({"type": "token", "text": delta})
+
+    def on_token(token: int) -> bool:
+        emit_text(stream.feed(token))
+        return stream.stopped
+
+    tokens, stats = engine.answer(
+        question_ids, max_new_tokens=settings.max_new_tokens, sampling=settings.sampling(),
+        stop_token_ids=stops, on_token=on_token, keep_history=keep_history,
+    )
+    emit_text(stream.flush())
+    return tokens, stats, "".join(parts)
 
 
 def _cache_key(job: Job, partition, dtype_name: str, comm: Comm):
