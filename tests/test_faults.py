@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from .test_sources import encrypt_pdf, make_pdf
+from .test_sources import assemble_pdf, encrypt_pdf, make_pdf
 
 BOUND_S = 120
 
@@ -52,16 +52,7 @@ def bomb_pdf(expanded_bytes: int = 400_000_000) -> bytes:
         b"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 612 792] /Resources << /Font << /F1 3 0 R >> >> /Contents 5 0 R >>",
         b"<< /Length " + str(len(stream)).encode() + b" /Filter /FlateDecode >>\nstream\n" + stream + b"\nendstream",
     ]
-    out = bytearray(b"%PDF-1.4\n")
-    offsets = []
-    for number, body in enumerate(objects, start=1):
-        offsets.append(len(out))
-        out += f"{number} 0 obj\n".encode() + body + b"\nendobj\n"
-    xref_at = len(out)
-    out += f"xref\n0 {len(objects) + 1}\n0000000000 65535 f \n".encode()
-    out += b"".join(f"{o:010d} 00000 n \n".encode() for o in offsets)
-    out += f"trailer\n<< /Size {len(objects) + 1} /Root 1 0 R >>\nstartxref\n{xref_at}\n%%EOF\n".encode()
-    return bytes(out)
+    return assemble_pdf(objects)
 
 
 def _make_remote_code_model(tiny_model_dir: Path, dest: Path) -> Path:

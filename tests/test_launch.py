@@ -80,6 +80,20 @@ def _descendants(pid: int) -> list[int]:
     return children + [d for c in children for d in _descendants(c)]
 
 
+def _still_running(pids: list[int]) -> list[int]:
+    """Those of ``pids`` that are still alive (zombies awaiting their parent do not count)."""
+    time.sleep(1)
+    alive = []
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                if f.read().rsplit(")", 1)[1].split()[0] != "Z":
+                    alive.append(pid)
+        except OSError:
+            pass
+    return alive
+
+
 def _rank_of(pid: int) -> int | None:
     try:
         with open(f"/proc/{pid}/environ", "rb") as f:
@@ -109,9 +123,7 @@ def test_a_killed_rank_ends_the_run_with_a_message_and_no_orphans(tiny_model_dir
     assert proc.returncode == 1
     assert time.monotonic() - started < 60
     assert b"rank 1" in err and b"Traceback" not in err
-    time.sleep(1)
-    alive = [p for p in tree if os.path.exists(f"/proc/{p}") and open(f"/proc/{p}/stat").read().rsplit(")", 1)[1].split()[0] != "Z"]
-    assert alive == []
+    assert _still_running(tree) == []
 
 
 def test_ctrl_c_stops_every_rank(tiny_model_dir, tmp_path):
@@ -129,6 +141,4 @@ def test_ctrl_c_stops_every_rank(tiny_model_dir, tmp_path):
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 130 and b"interrupted" in err and b"Traceback" not in err
-    time.sleep(1)
-    alive = [p for p in tree if os.path.exists(f"/proc/{p}") and open(f"/proc/{p}/stat").read().rsplit(")", 1)[1].split()[0] != "Z"]
-    assert alive == []
+    assert _still_running(tree) == []
