@@ -58,19 +58,17 @@ def read_input(sources: list[str], ingest: IngestOptions, renderer: Renderer, st
     return load_sources(sources, ingest, stdin=stdin, on_skip=on_skip)
 
 
-def check_remote_code(spec, trust_remote_code: bool) -> None:
-    from .models import check_remote_code as check
-
-    check(spec, trust_remote_code)
-
-
-def resolve(settings: RunSettings, renderer: Renderer):
-    from .models import resolve_model
+def model_and_tokenizer(settings: RunSettings, renderer: Renderer):
+    """(resolved model spec, its tokenizer): converts into the cache if needed, and refuses a model
+    that ships its own code before anything from it is loaded."""
+    from .models import check_remote_code, resolve_model
 
     def progress(stage: str, done: int, total: int) -> None:
         renderer({"type": "stage", "stage": stage, "done": done, "total": total})
 
-    return resolve_model(settings.model, progress=progress, allow_pickle=settings.allow_pickle)
+    spec = resolve_model(settings.model, progress=progress, allow_pickle=settings.allow_pickle)
+    check_remote_code(spec, settings.trust_remote_code)
+    return spec, load_tokenizer(spec.path, settings.trust_remote_code)
 
 
 def load_tokenizer(path, trust_remote_code: bool = False):
@@ -172,9 +170,7 @@ def ask(request: AskRequest, renderer: Renderer, stdin: IO[bytes] | None = None)
     ingest_s = time.perf_counter() - ingest_start
     renderer({"type": "stage", "stage": "reading input", "done": 1, "total": 1})
 
-    spec = resolve(settings, renderer)
-    check_remote_code(spec, settings.trust_remote_code)
-    tokenizer = load_tokenizer(spec.path, settings.trust_remote_code)
+    spec, tokenizer = model_and_tokenizer(settings, renderer)
     renderer({"type": "stage", "stage": "tokenizing", "done": 0, "total": 1})
     tokenize_start = time.perf_counter()
     try:
@@ -232,9 +228,7 @@ def summary_question(words: int | None) -> str:
 def count(sources: list[str], settings: RunSettings, ingest: IngestOptions, placement: Placement, renderer: Renderer, stdin=None) -> dict:
     """Tokens per part and in total, and the blocks/ranks a run would use (a dry run)."""
     document = read_input(sources, ingest, renderer, stdin)
-    spec = resolve(settings, renderer)
-    check_remote_code(spec, settings.trust_remote_code)
-    tokenizer = load_tokenizer(spec.path, settings.trust_remote_code)
+    spec, tokenizer = model_and_tokenizer(settings, renderer)
     parts = [{"path": p.path, "tokens": len(tokenizer(p.text, add_special_tokens=False)["input_ids"])} for p in document.parts]
     doc_ids = build_prompt(tokenizer, document.render(), "?").document_ids
     settings.device = resolve_device(settings.device)
@@ -283,9 +277,7 @@ def chat(request: AskRequest, renderer: Renderer, read_line, stdin=None) -> None
     if (request.placement.procs or 1) > 1 or (request.placement.gpus or 1) > 1:
         raise UserError("chat runs in one process; use `starcli ask -q ... -q ...` on several ranks", code=2)
     document = read_input(request.sources, request.ingest, renderer, stdin)
-    spec = resolve(settings, renderer)
-    check_remote_code(spec, settings.trust_remote_code)
-    tokenizer = load_tokenizer(spec.path, settings.trust_remote_code)
+    spec, tokenizer = model_and_tokenizer(settings, renderer)
     doc_ids = build_prompt(tokenizer, document.render(), "?").document_ids
     limit = max_positions(spec.path)
     if limit and len(doc_ids) + settings.max_new_tokens + 32 > limit:
