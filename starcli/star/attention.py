@@ -88,9 +88,6 @@ class KVBuffer:
         end = self.filled if end is None else end
         return self.keys[layer][:, :, :end], self.values[layer][:, :, :end]
 
-    def nbytes(self) -> int:
-        return sum(t.numel() * t.element_size() for t in (*self.keys.values(), *self.values.values()))
-
 
 class AttentionState:
     """Everything the registered attention function needs for one document on one rank."""

@@ -290,9 +290,6 @@ class StarEngine:
         self.state.document.filled = plan.num_tokens
         self.run = EngineRun(partition, encode)
 
-    def kv_bytes(self) -> int:
-        return self.state.document.nbytes() + self.state.tail.nbytes()
-
 
 def _passes(blocks: list, pass_tokens: int) -> list[list]:
     """Group consecutive blocks into passes of at most ``pass_tokens`` tokens (≥ one block each)."""
