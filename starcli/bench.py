@@ -277,6 +277,12 @@ def _peak_bytes(device: torch.device) -> int:
     return int(rss if sys.platform == "darwin" else rss * 1024)  # bytes on macOS, KiB elsewhere
 
 
+def _total_bytes(device: torch.device) -> Optional[int]:
+    if device.type == "cuda":
+        return int(torch.cuda.get_device_properties(device).total_memory)
+    return None
+
+
 def _free_bytes(device: torch.device) -> Optional[int]:
     if device.type == "cuda":
         return int(torch.cuda.mem_get_info(device)[0])
@@ -352,6 +358,7 @@ class CellSpec:
     partition: Optional[Partition] = None
     block_rule: Optional[str] = None  # "N/4" or "given" for star
     skip_reason: Optional[str] = None
+    estimated_need: Optional[int] = None  # bytes, set when the cell is skipped for not fitting
 
     @property
     def block(self) -> Optional[int]:
@@ -566,6 +573,8 @@ def summarise_cell(spec: CellSpec, samples: list[list[dict]], *, dims: ModelDims
     }
     if spec.skip_reason:
         cell.update(status="skipped", note=spec.skip_reason)
+        if spec.estimated_need:
+            cell.update(status="too large", estimated_need_gib=spec.estimated_need / GIB)
         return cell
     failed = [s for rank in samples for s in rank if s["status"] != "ok"]
     if failed:
@@ -654,8 +663,8 @@ def _note(cell: dict) -> str:
     if cell["status"] == "OOM":
         need = cell.get("estimated_need_gib")
         return "OOM" + (f" (needs ~{need:.1f} GiB)" if need else "")
-    if cell["status"] == "skipped":
-        return f"skipped: {cell['note']}"
+    if cell["status"] in ("skipped", "too large"):
+        return f"not run: {cell['note']}"
     return ""
 
 
@@ -713,9 +722,18 @@ def run_bench(settings: BenchSettings, comm: Comm, log: Callable[[str], None] = 
                                    pass_tokens=settings.pass_tokens, tail_tokens=tail,
                                    hf_tokens=spec.length + settings.question_tokens)
 
+    capacity = _total_bytes(device)
     results = []
     for spec in cells:
         samples: list[dict] = []
+        if capacity and not spec.skip_reason:
+            # a cell that cannot fit would only fail after minutes of compute: report its need instead
+            need = max(estimate(spec, r) for r in range(world if spec.partition else 1))
+            if need > capacity:
+                spec = copy.copy(spec)
+                spec.skip_reason = (f"does not fit: needs ~{need / GIB:.1f} GiB per GPU, "
+                                    f"the GPU has {capacity / GIB:.1f} GiB")
+                spec.estimated_need = need
         if not spec.skip_reason:
             for _ in range(settings.repeats):
                 samples.append(runner.sample(spec, settings.decode_warmup, settings.decode_tokens))

@@ -214,3 +214,33 @@ def test_two_ranks_through_the_relaunch(tmp_path, monkeypatch, capfd):
     # only rank 0 prints the table: one header line, one column line, one row per cell
     rows = [line for line in capfd.readouterr().out.splitlines() if line.startswith(("star ", "ring ", "dense "))]
     assert len(rows) == 6
+
+
+def test_cell_that_cannot_fit_is_not_run(monkeypatch, capsys, one_thread):
+    calls = []
+    original = bench.StarEngine.encode_context
+
+    def encode(self, doc_ids, partition, on_progress=None):
+        calls.append(partition.num_tokens)
+        return original(self, doc_ids, partition, on_progress)
+
+    monkeypatch.setattr(bench.StarEngine, "encode_context", encode)
+    # a capacity between what the 128-token and the 4096-token dense cells would need
+    dims = bench.ModelDims.from_config(bench.SHAPES["tiny"])
+    weights = bench.bench_command(lengths="128", modes="dense", **FAST)["model"]["weight_gib"] * bench.GIB
+
+    def need(n):
+        return bench.estimate_cell_bytes(dims, bench.plan_dense(n), 0, dtype_bytes=4, weight_bytes=int(weights),
+                                         pass_tokens=bench.DEFAULT_PASS_TOKENS, tail_tokens=16)
+
+    def capacity(device):
+        return (need(128) + need(4096)) // 2
+
+    monkeypatch.setattr(bench, "_total_bytes", capacity)
+    calls.clear()
+    report = bench.bench_command(lengths="128,4096", modes="dense", **FAST)
+    fits, too_large = report["cells"]
+    assert fits["status"] == "ok" and too_large["status"] == "too large"
+    assert too_large["estimated_need_gib"] * bench.GIB > capacity(None)
+    assert 4096 not in calls  # never encoded
+    assert "not run: does not fit: needs ~" in capsys.readouterr().out
