@@ -189,14 +189,14 @@ def _triangle(n: int) -> int:
 def score_entries(partition: Partition, rank: int) -> int:
     """(query, key) pairs ``rank`` computes in phase 1 under ``partition``'s attention pattern.
 
-    star: block 0 causal; every other block sees the whole anchor (a·|b|) plus itself causally; a
-    rank without block 0 also encodes the anchor causally first. dense and ring: exact causal
+    star: block 0 causal; every other block sees the whole anchor (a·|b|) plus itself causally (the
+    anchor's KV comes from rank 0, so no rank encodes it twice). dense and ring: exact causal
     attention, a chunk [s, e) costing its own triangle plus (e - s)·s for the tokens before it.
     """
     plan = partition.ranks[rank]
     if partition.attention == "star":
         a = partition.anchor_size
-        total = _triangle(a) if plan.needs_anchor else 0
+        total = 0
         for block in plan.blocks:
             total += _triangle(block.length) + (0 if block.index == 0 else a * block.length)
         return total
@@ -204,10 +204,8 @@ def score_entries(partition: Partition, rank: int) -> int:
 
 
 def linear_tokens(partition: Partition, rank: int) -> int:
-    """Tokens ``rank`` pushes through the projections and MLPs in phase 1 (its blocks + anchor)."""
-    plan = partition.ranks[rank]
-    extra = partition.anchor_size if partition.attention == "star" and plan.needs_anchor else 0
-    return plan.num_tokens + extra
+    """Tokens ``rank`` pushes through the projections and MLPs in phase 1: its own blocks only."""
+    return partition.ranks[rank].num_tokens
 
 
 def phase1_flops(dims: ModelDims, partition: Partition) -> list[int]:

@@ -6,9 +6,11 @@ layer with q (B, Hq, S, D) and k/v (B, Hkv, S, D) of the tokens in the current f
 The engine passes an ``AttentionState`` as the ``star_state`` keyword; its current ``step`` says
 what the pass is:
 
-- ``AnchorStep``: the anchor tokens alone, causal; their KV is kept as this rank's anchor.
 - ``BlocksStep``: one or more whole star blocks. Block 0 attends causally to itself (its first
-  tokens are the anchor); every other block attends to the anchor plus, causally, itself.
+  tokens are the anchor); every other block attends to the anchor plus, causally, itself. The
+  anchor's KV is computed once, by rank 0 inside block 0, and broadcast layer by layer during
+  every rank's first pass, so the other ranks never encode the anchor themselves and start as
+  soon as rank 0 has finished the anchor's first layer.
 - ``DenseChunkStep``: a chunk of the document attending to all earlier document KV plus itself
   (chunked prefill of full causal attention).
 - ``RingStep``: this rank's zigzag chunks; KV of all ranks is gathered and each chunk attends to
@@ -31,11 +33,6 @@ from .merge import merge_many, merge_partials
 ATTENTION_NAME = "star"
 # Question + answer KV up to this many tokens is attended with the math kernel (see _generate).
 _SHORT_TAIL = 4096
-
-
-@dataclass
-class AnchorStep:
-    pass
 
 
 @dataclass
@@ -105,10 +102,19 @@ class AttentionState:
     def _attend(self, q, k, v, causal: bool, scale: float):
         return attention_with_lse(q, k, v, causal=causal, scale=scale, kernel=self.kernel)
 
-    def _anchor_kv(self, layer: int, anchor_size: int):
+    def _anchor_kv(self, layer: int, like: torch.Tensor, anchor_size: int):
         if self.anchor_in_document:
             return self.document.read(layer, end=anchor_size)
+        if layer not in self.anchor.keys:
+            self.receive_anchor(layer, like, anchor_size)
         return self.anchor.read(layer)
+
+    def receive_anchor(self, layer: int, like: torch.Tensor, anchor_size: int) -> None:
+        """This layer's anchor K/V from rank 0, which holds block 0 (see ``_blocks``)."""
+        b, h, _, d = like.shape
+        self.anchor.capacity = self.anchor.filled = anchor_size
+        self.anchor.keys[layer] = self.comm.broadcast_(like.new_empty(b, h, anchor_size, d), src=0)
+        self.anchor.values[layer] = self.comm.broadcast_(like.new_empty(b, h, anchor_size, d), src=0)
 
     # --- steps ----------------------------------------------------------------------------------
     def attend(self, layer: int, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float) -> torch.Tensor:
@@ -122,9 +128,6 @@ class AttentionState:
             return self._dense_chunk(layer, q, k, v, scale)
         if isinstance(step, RingStep):
             return self._ring(layer, q, k, v, scale, step)
-        if isinstance(step, AnchorStep):
-            self.anchor.write(layer, k, v, 0)
-            return self._attend(q, k, v, True, scale)[0]
         raise RuntimeError("star attention called outside an engine step")
 
     def _blocks(self, layer, q, k, v, scale, step: BlocksStep):
@@ -134,10 +137,15 @@ class AttentionState:
         pos = 0
         lengths = list(step.lengths)
         if step.starts_with_block0:
+            if self.comm.distributed:  # the other ranks are waiting for this layer's anchor
+                self.comm.broadcast_(k[:, :, : step.anchor_size].contiguous(), src=0)
+                self.comm.broadcast_(v[:, :, : step.anchor_size].contiguous(), src=0)
             first = lengths.pop(0)
             out[:, :, :first] = self._attend(q[:, :, :first], k[:, :, :first], v[:, :, :first], True, scale)[0]
             pos = first
-        anchor_k, anchor_v = self._anchor_kv(layer, step.anchor_size)
+        if not lengths:
+            return out
+        anchor_k, anchor_v = self._anchor_kv(layer, k, step.anchor_size)
         for length, count in _runs(lengths):
             span = slice(pos, pos + length * count)
             # local causal attention of each block to itself, the blocks batched along dim 0

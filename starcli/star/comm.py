@@ -62,6 +62,12 @@ class Comm:
         dist.all_gather(pieces, x.contiguous())
         return [p.narrow(dim, 0, n) for p, n in zip(pieces, lengths)]
 
+    def broadcast_(self, tensor: torch.Tensor, src: int) -> torch.Tensor:
+        """In place: every rank ends with ``src``'s values (``tensor`` must be contiguous)."""
+        if self.distributed:
+            dist.broadcast(tensor, src=src)
+        return tensor
+
     def broadcast_int(self, value: int, src: int) -> int:
         if not self.distributed:
             return value

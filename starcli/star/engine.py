@@ -14,7 +14,7 @@ from typing import Callable
 import torch
 
 from . import attention
-from .attention import AnchorStep, AttentionState, BlocksStep, DenseChunkStep, GenerateStep, RingStep
+from .attention import AttentionState, BlocksStep, DenseChunkStep, GenerateStep, RingStep
 from .comm import Comm
 from .kernels import resolve_kernel
 from .partition import Partition, plan_dense
@@ -33,7 +33,7 @@ class EngineError(RuntimeError):
 class EncodeStats:
     seconds: float = 0.0
     tokens: int = 0  # document tokens whose KV this rank keeps
-    anchor_tokens: int = 0  # extra tokens computed for the anchor on this rank
+    anchor_tokens: int = 0  # anchor KV tokens this rank received from rank 0 (it never encodes them)
     blocks: int = 0
     passes: int = 0
 
@@ -140,12 +140,11 @@ class StarEngine:
     def _encode_star(self, doc_ids, partition: Partition, stats: EncodeStats, on_progress) -> None:
         plan = partition.ranks[self.comm.rank]
         anchor = partition.anchor_size
-        if plan.needs_anchor:
-            self.state.anchor.capacity = anchor
-            self._forward(doc_ids[:anchor], self._positions(0, anchor), AnchorStep(), want_logits=False)
-            self.state.anchor.filled = anchor
-            stats.anchor_tokens = anchor
         self.state.anchor_in_document = bool(plan.blocks) and plan.blocks[0].index == 0
+        if plan.needs_anchor:
+            stats.anchor_tokens = anchor  # arrives layer by layer during the first pass
+        if not plan.blocks and self.comm.distributed:
+            self._join_anchor_broadcast(anchor)
         done = 0
         for group in _passes(list(plan.blocks), self.pass_tokens):
             start, end = group[0].start, group[-1].end
@@ -156,6 +155,16 @@ class StarEngine:
             stats.passes += 1
             if on_progress:
                 on_progress(done, len(plan.blocks))
+
+    def _join_anchor_broadcast(self, anchor: int) -> None:
+        """A rank with no blocks (more ranks than blocks) still takes part in rank 0's per-layer
+        anchor broadcasts, which are collectives over every rank."""
+        config = self.model.config
+        heads = config.num_key_value_heads or config.num_attention_heads
+        head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
+        like = torch.empty(1, heads, 0, head_dim, dtype=self.model.dtype, device=self.device)
+        for layer in range(config.num_hidden_layers):
+            self.state.receive_anchor(layer, like, anchor)
 
     def _encode_dense(self, doc_ids, partition: Partition, stats: EncodeStats, on_progress) -> None:
         chunks = plan_dense(partition.num_tokens, self.pass_tokens).ranks[0].blocks
