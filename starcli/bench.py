@@ -198,14 +198,15 @@ def score_entries(partition: Partition, rank: int) -> int:
         a = partition.anchor_size
         total = 0
         for block in plan.blocks:
-            total += _triangle(block.length) + (0 if block.index == 0 else a * block.length)
+            total += _triangle(block.encoded) + (0 if block.index == 0 else a * block.encoded)
         return total
     return sum(_triangle(b.length) + b.length * b.start for b in plan.blocks)
 
 
 def linear_tokens(partition: Partition, rank: int) -> int:
-    """Tokens ``rank`` pushes through the projections and MLPs in phase 1: its own blocks only."""
-    return partition.ranks[rank].num_tokens
+    """Tokens ``rank`` pushes through the projections and MLPs in phase 1: its own blocks (with
+    their overlap leads, if any) and never the anchor, which rank 0 encodes inside block 0."""
+    return sum(b.encoded for b in partition.ranks[rank].blocks)
 
 
 def phase1_flops(dims: ModelDims, partition: Partition) -> list[int]:

@@ -12,11 +12,11 @@ from .tiny import random_ids, tiny_pair
 N, BLOCK, ANCHOR = 300, 64, 32
 
 
-def answer_on_rank(comm, attention, family, n, block, anchor):
+def answer_on_rank(comm, attention, family, n, block, anchor, overlap=0):
     _, star = tiny_pair(family)
     engine = StarEngine(star, comm, kernel="cpu-flash")
     doc, question = random_ids(n, 11), random_ids(5, 12)
-    partition = plan_partition(attention, n, comm.world_size, block, anchor)
+    partition = plan_partition(attention, n, comm.world_size, block, anchor, overlap)
     engine.encode_context(doc, partition)
     tokens, _ = engine.answer(question.tolist(), max_new_tokens=6)
     first = engine.state.tail.read(0)  # only the last rank holds question/answer KV
@@ -25,16 +25,16 @@ def answer_on_rank(comm, attention, family, n, block, anchor):
             "ranges": [(b.start, b.end) for b in partition.ranks[comm.rank].blocks]}
 
 
-def single(attention, family="qwen2", n=N, block=BLOCK, anchor=ANCHOR):
+def single(attention, family="qwen2", n=N, block=BLOCK, anchor=ANCHOR, overlap=0):
     from starcli.star.comm import Comm
 
-    return answer_on_rank(Comm(), attention, family, n, block, anchor)
+    return answer_on_rank(Comm(), attention, family, n, block, anchor, overlap)
 
 
-@pytest.mark.parametrize("world", [2, 3])
-def test_star_over_ranks_equals_one_process(world):
-    expected = single("star")
-    results = distributed.run_ranks(world, answer_on_rank, "star", "qwen2", N, BLOCK, ANCHOR)
+@pytest.mark.parametrize("world,overlap", [(2, 0), (3, 0), (3, 24)])
+def test_star_over_ranks_equals_one_process(world, overlap):
+    expected = single("star", overlap=overlap)
+    results = distributed.run_ranks(world, answer_on_rank, "star", "qwen2", N, BLOCK, ANCHOR, overlap)
     for r in results:
         assert r["tokens"] == expected["tokens"]
     assert [r["has_tail"] for r in results] == [False] * (world - 1) + [True]

@@ -78,17 +78,20 @@ def test_dense_mode_equals_full_attention(kernel, pass_tokens):
     torch.testing.assert_close(got, reference_logits(reference, doc, question), **TOL)
 
 
-def naive_star_kv(reference, doc, block_size, anchor_size):
-    """The paper's phase 1 literally: one forward per [anchor; block], anchor KV dropped."""
+def naive_star_kv(reference, doc, block_size, anchor_size, blocks=None):
+    """The paper's phase 1 literally: one forward per [anchor; lead; block], anchor and lead KV
+    dropped. ``blocks``: (start, end, lead) triples; default: plain cuts every ``block_size``."""
+    if blocks is None:
+        blocks = [(s, min(s + block_size, doc.numel()), 0) for s in range(0, doc.numel(), block_size)]
     keys, values = None, None
-    for start in range(0, doc.numel(), block_size):
-        block = doc[start : start + block_size]
+    for start, end, lead in blocks:
+        block = doc[start - lead : end]
         if start == 0:
             ids, positions, drop = block, torch.arange(block.numel()), 0
         else:
             ids = torch.cat([doc[:anchor_size], block])
-            positions = torch.cat([torch.arange(anchor_size), torch.arange(start, start + block.numel())])
-            drop = anchor_size
+            positions = torch.cat([torch.arange(anchor_size), torch.arange(start - lead, end)])
+            drop = anchor_size + lead
         cache = DynamicCache()
         with torch.no_grad():
             reference(ids[None], position_ids=positions[None], past_key_values=cache, use_cache=True)
@@ -137,6 +140,32 @@ def test_star_equals_naive_paper_implementation(family, n, block, anchor, pass_t
     tokens, stats = engine.answer(question.tolist(), max_new_tokens=6)
     assert tokens == expected
     assert stats.question_tokens == 4
+
+
+@pytest.mark.parametrize(
+    "n,block,anchor,overlap,boundaries,pass_tokens",
+    [
+        (300, 64, 64, 16, None, 10_000),  # block 1 gets no lead: the anchor already holds block 0
+        (300, 64, 32, 16, None, 10_000),  # every block after block 0 has a 16-token lead
+        (300, 64, 16, 40, [70, 121, 140, 190, 260], 10_000),  # cuts moved to boundaries: uneven blocks
+        (300, 64, 16, 40, [70, 121, 140, 190, 260], 64),  # one block per pass
+    ],
+)
+def test_overlap_and_natural_cuts_equal_the_naive_implementation(n, block, anchor, overlap, boundaries, pass_tokens):
+    reference, star = tiny_pair("qwen2")
+    doc, question = random_ids(n, 7), random_ids(4, 8)
+    engine = StarEngine(star, kernel="cpu-flash", pass_tokens=pass_tokens)
+    partition = plan_star(n, 1, block_size=block, anchor_size=anchor, overlap=overlap, boundaries=boundaries)
+    blocks = [(b.start, b.end, b.lead) for b in partition.blocks]
+    assert any(lead for _, _, lead in blocks)
+    engine.encode_context(doc, partition)
+    keys, values = naive_star_kv(reference, doc, block, partition.anchor_size, blocks)
+    for layer, (k, v) in enumerate(zip(keys, values)):
+        got_k, got_v = engine.state.document.read(layer)
+        torch.testing.assert_close(got_k, k, **TOL)
+        torch.testing.assert_close(got_v, v, **TOL)
+    expected, _ = naive_answer(reference, keys, values, n, question, 6)
+    assert engine.answer(question.tolist(), max_new_tokens=6)[0] == expected
 
 
 def test_one_token_question_and_repeated_questions_reuse_the_encoding():

@@ -1,6 +1,6 @@
 import pytest
 
-from starcli.star.partition import PartitionError, default_block_size, plan_partition, plan_ring, plan_star
+from starcli.star.partition import PartitionError, default_block_size, plan_partition, plan_ring, plan_star, snap_cuts
 
 
 def covered(partition):
@@ -62,3 +62,29 @@ def test_ring_zigzag(n, world):
     assert max(sizes) - min(sizes) <= 2
     for rank, plan in enumerate(p.ranks):
         assert [b.index for b in plan.blocks] == [rank, 2 * world - 1 - rank]
+
+
+def test_cuts_move_to_the_nearest_boundary_in_reach():
+    # block 100, reach 12: 100 -> 104 (first cut only moves later), 200 -> 195, 300 has none in reach
+    assert snap_cuts(450, 100, [60, 95, 104, 195, 205, 280, 399]) == [0, 104, 195, 300, 399]
+    assert snap_cuts(450, 100, None) == [0, 100, 200, 300, 400]
+    assert snap_cuts(90, 100, [10, 50]) == [0]
+
+
+@pytest.mark.parametrize("overlap", [0, 7, 40])
+@pytest.mark.parametrize("world", [1, 2, 3])
+def test_star_with_overlap_and_boundaries_covers_every_token_once(overlap, world):
+    boundaries = list(range(3, 1000, 37))
+    p = plan_star(1000, world, 128, 64, overlap=overlap, boundaries=boundaries)
+    kept = [t for b in p.blocks for t in range(b.start, b.end)]
+    assert kept == list(range(1000))
+    assert p.blocks[0].lead == 0 and p.anchor_size == 64
+    for b in p.blocks[1:]:
+        assert b.start in boundaries or b.start % 128 == 0
+        # a lead never re-encodes anchor tokens, which every block sees anyway
+        assert 0 <= b.lead <= overlap and b.start - b.lead >= min(b.start, p.anchor_size)
+
+
+def test_negative_overlap_is_refused():
+    with pytest.raises(PartitionError, match="overlap"):
+        plan_star(1000, 1, 128, overlap=-1)

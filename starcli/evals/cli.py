@@ -58,12 +58,26 @@ def parse_length(text: str, option: str = "--lengths") -> int:
     return int(match.group(1)) * {"": 1, "k": 1024, "m": 1024 * 1024}[match.group(2)]
 
 
+def parse_count(text: str, option: str) -> int:
+    """A token count that may be 0 (``0``, ``256``)."""
+    return 0 if text.strip() == "0" else parse_length(text, option)
+
+
 def parse_lengths(text: str) -> list[int]:
     return sorted({parse_length(item) for item in _items(text, "--lengths")})
 
 
-def parse_configs(attention: str, block_sizes: str | None, anchor_size: int | None) -> list[tuple[str, int | None, int | None]]:
-    """One config per dense/ring mode and one per star block size (``auto`` = the N/4 rule)."""
+def parse_configs(attention: str, block_sizes: str | None, anchor_size: int | None,
+                  overlaps: str | None = None, cuts: str | None = None) -> list[tuple]:
+    """One config per dense/ring mode and one per star (block size × overlap × cuts); block ``auto``
+    is the N/4 rule."""
+    from ..star.partition import CUTS, DEFAULT_CUTS, DEFAULT_OVERLAP
+
+    overlap_list = [DEFAULT_OVERLAP] if overlaps is None else [parse_count(item, "--overlaps") for item in _items(overlaps, "--overlaps")]
+    cut_list = [DEFAULT_CUTS] if cuts is None else _items(cuts, "--cuts")
+    for item in cut_list:
+        if item not in CUTS:
+            raise OptionError(f"--cuts: unknown value {item!r}; choose {', '.join(CUTS)}")
     blocks: list[int | None] = [None]
     if block_sizes is not None:
         blocks = []
@@ -74,10 +88,10 @@ def parse_configs(attention: str, block_sizes: str | None, anchor_size: int | No
     for block in blocks:
         if block is not None and anchor_size is not None and anchor_size > block:
             raise OptionError(f"--anchor-size ({anchor_size}) must not exceed a block size ({block})")
-    configs: list[tuple[str, int | None, int | None]] = []
+    configs: list[tuple] = []
     for mode in _items(attention, "--attention"):
         if mode == "star":
-            configs += [("star", block, anchor_size) for block in blocks]
+            configs += [("star", block, anchor_size, overlap, cut) for block in blocks for overlap in overlap_list for cut in cut_list]
         elif mode in ("dense", "ring"):
             configs.append((mode, None, None))
         else:
@@ -127,6 +141,8 @@ def eval_command(
     attention: Annotated[str, typer.Option(help="Comma list of attention modes to compare: dense, star, ring.")] = "dense,star",
     block_sizes: Annotated[Optional[str], typer.Option("--block-sizes", help="Comma list of star block sizes, e.g. 512,2k; auto is about N/4 (the default).")] = None,
     anchor_size: Annotated[Optional[int], typer.Option(help="Star anchor size (default: the block size).")] = None,
+    overlaps: Annotated[Optional[str], typer.Option("--overlaps", help="Comma list of star overlaps: tokens of the previous block re-encoded before each block (default: the engine's).")] = None,
+    cuts: Annotated[Optional[str], typer.Option("--cuts", help="Comma list of star block cuts: tokens (every block size) or natural (moved to paragraph/line/sentence starts).")] = None,
     data: Annotated[Optional[Path], typer.Option(help="Read samples from this JSONL file instead of generating them.")] = None,
     seed: Annotated[int, typer.Option(help="Seed of the generated samples.")] = 0,
     device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
@@ -145,7 +161,7 @@ def eval_command(
         length_list = parse_lengths(lengths or DEFAULT_LENGTHS)
         if samples < 1:
             raise OptionError(f"--samples must be at least 1, got {samples}")
-        configs = make_configs(parse_configs(attention, block_sizes, anchor_size))
+        configs = make_configs(parse_configs(attention, block_sizes, anchor_size, overlaps, cuts))
         device = resolve_device(device)
         kernel_name = resolve_kernel(kernel, device)
     except (ValueError, KernelError) as exc:

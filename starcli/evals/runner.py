@@ -17,7 +17,8 @@ import torch
 
 from ..prompt import build_prompt, stop_token_ids
 from ..star.engine import StarEngine
-from ..star.partition import PartitionError, plan_partition
+from ..boundaries import natural_boundaries
+from ..star.partition import CUTS, DEFAULT_CUTS, DEFAULT_OVERLAP, PartitionError, plan_partition
 from .data import score
 from .tasks import FAMILIES, TASKS, Sample, family_of
 
@@ -29,6 +30,8 @@ class EvalConfig:
     attention: str
     block_size: int | None = None  # None: the N/4 rule of the partition planner
     anchor_size: int | None = None  # None: the block size
+    overlap: int = DEFAULT_OVERLAP  # tokens of the previous block re-encoded in front of each block
+    cuts: str = DEFAULT_CUTS  # "tokens": every block_size tokens; "natural": moved to text boundaries
 
     @property
     def label(self) -> str:
@@ -36,7 +39,8 @@ class EvalConfig:
             return self.attention
         block = str(self.block_size) if self.block_size else "N/4"
         anchor = str(self.anchor_size) if self.anchor_size else (block if self.block_size else "b")
-        return f"star b={block} a={anchor}"
+        extra = (f" o={self.overlap}" if self.overlap else "") + (" natural" if self.cuts == "natural" else "")
+        return f"star b={block} a={anchor}{extra}"
 
 
 def make_configs(configs: Iterable) -> list[EvalConfig]:
@@ -50,6 +54,10 @@ def make_configs(configs: Iterable) -> list[EvalConfig]:
             value = getattr(config, name)
             if value is not None and value <= 0:
                 raise PartitionError(f"{name.replace('_', ' ')} must be a positive number of tokens, got {value}")
+        if config.overlap < 0:
+            raise PartitionError(f"overlap must not be negative, got {config.overlap}")
+        if config.cuts not in CUTS:
+            raise PartitionError(f"unknown cuts {config.cuts!r}: choose {', '.join(CUTS)}")
         if config.attention != "star":
             config = EvalConfig(config.attention)  # block and anchor mean nothing to the exact modes
         if config not in out:
@@ -83,8 +91,10 @@ def run_eval(
         prompt = build_prompt(tokenizer, sample.context, sample.question)
         doc = torch.tensor(prompt.document_ids, dtype=torch.long)
         for config in configs:
+            boundaries = natural_boundaries(tokenizer, prompt.document_ids) if config.cuts == "natural" else None
             partition = plan_partition(
-                config.attention, doc.numel(), comm.world_size, config.block_size, config.anchor_size
+                config.attention, doc.numel(), comm.world_size, config.block_size, config.anchor_size,
+                config.overlap, boundaries,
             )
             start = time.perf_counter()
             engine.encode_context(doc, partition)
@@ -104,6 +114,9 @@ def run_eval(
                 "block_size": partition.block_size,
                 "anchor_size": partition.anchor_size,
                 "blocks": partition.num_blocks,
+                "overlap": config.overlap if config.attention == "star" else 0,
+                "cuts": config.cuts if config.attention == "star" else None,
+                "block_starts": [b.start for b in partition.blocks],
                 "prompt_tokens": doc.numel() + len(prompt.question_ids),
                 "output": output,
                 "answers": list(sample.answers),

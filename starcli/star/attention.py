@@ -37,7 +37,9 @@ _SHORT_TAIL = 4096
 
 @dataclass
 class BlocksStep:
-    lengths: list[int]  # lengths of the blocks in this pass, in document order
+    # (lead, kept length) of each block in this pass, in document order; the pass's tokens are each
+    # block's lead (left context, encoded and dropped) followed by the block itself
+    segments: list[tuple[int, int]]
     starts_with_block0: bool
     anchor_size: int
 
@@ -130,12 +132,23 @@ class AttentionState:
             return self._ring(layer, q, k, v, scale, step)
         raise RuntimeError("star attention called outside an engine step")
 
-    def _blocks(self, layer, q, k, v, scale, step: BlocksStep):
+    def _keep_blocks(self, layer, k, v, segments: list[tuple[int, int]]) -> None:
+        """Append the blocks' KV to the document buffer, leaving out the leads."""
         offset = self.document.filled
-        self.document.write(layer, k, v, offset)
+        if not any(lead for lead, _ in segments):
+            self.document.write(layer, k, v, offset)
+            return
+        pos = 0
+        for lead, length in segments:
+            self.document.write(layer, k[:, :, pos + lead : pos + lead + length], v[:, :, pos + lead : pos + lead + length], offset)
+            pos += lead + length
+            offset += length
+
+    def _blocks(self, layer, q, k, v, scale, step: BlocksStep):
+        self._keep_blocks(layer, k, v, step.segments)
         out = torch.empty_like(q)
         pos = 0
-        lengths = list(step.lengths)
+        lengths = [lead + length for lead, length in step.segments]
         if step.starts_with_block0:
             if self.comm.distributed:  # the other ranks are waiting for this layer's anchor
                 self.comm.broadcast_(k[:, :, : step.anchor_size].contiguous(), src=0)

@@ -147,10 +147,14 @@ class StarEngine:
             self._join_anchor_broadcast(anchor)
         done = 0
         for group in _passes(list(plan.blocks), self.pass_tokens):
-            start, end = group[0].start, group[-1].end
-            step = BlocksStep([b.length for b in group], starts_with_block0=group[0].index == 0, anchor_size=anchor)
-            self._forward(doc_ids[start:end], self._positions(start, end), step, want_logits=False)
-            self.state.document.filled += end - start
+            if any(b.lead for b in group):
+                ids = torch.cat([doc_ids[b.start - b.lead : b.end] for b in group])
+                positions = torch.cat([self._positions(b.start - b.lead, b.end) for b in group])
+            else:
+                ids, positions = doc_ids[group[0].start : group[-1].end], self._positions(group[0].start, group[-1].end)
+            step = BlocksStep([(b.lead, b.length) for b in group], starts_with_block0=group[0].index == 0, anchor_size=anchor)
+            self._forward(ids, positions, step, want_logits=False)
+            self.state.document.filled += sum(b.length for b in group)
             done += len(group)
             stats.passes += 1
             if on_progress:
@@ -301,10 +305,10 @@ class StarEngine:
 
 
 def _passes(blocks: list, pass_tokens: int) -> list[list]:
-    """Group consecutive blocks into passes of at most ``pass_tokens`` tokens (≥ one block each)."""
+    """Group consecutive blocks into passes of at most ``pass_tokens`` encoded tokens (≥ one block each)."""
     groups: list[list] = []
     for block in blocks:
-        if groups and sum(b.length for b in groups[-1]) + block.length <= pass_tokens:
+        if groups and sum(b.encoded for b in groups[-1]) + block.encoded <= pass_tokens:
             groups[-1].append(block)
         else:
             groups.append([block])

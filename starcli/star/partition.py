@@ -10,9 +10,15 @@ Everything here is plain integers: no tensors, no model, trivially testable.
 
 from __future__ import annotations
 
+import bisect
 from dataclasses import dataclass
 
 BLOCK_MULTIPLE = 128
+# How star cuts blocks by default (see docs/accuracy.md for the measurements behind the choice):
+# "tokens" cuts every block_size tokens, "natural" moves cuts to paragraph/line/sentence starts.
+CUTS = ("tokens", "natural")
+DEFAULT_CUTS = "tokens"
+DEFAULT_OVERLAP = 0  # tokens of the previous block re-encoded in front of each block
 
 
 class PartitionError(ValueError):
@@ -21,15 +27,26 @@ class PartitionError(ValueError):
 
 @dataclass(frozen=True)
 class Block:
-    """Tokens [start, end) of the document."""
+    """Tokens [start, end) of the document, whose KV is kept.
+
+    ``lead`` (star with overlap) is how many tokens before ``start`` are encoded again in front of
+    the block as left context and then dropped: the block's first tokens then see the end of the
+    previous block instead of nothing but the anchor.
+    """
 
     index: int
     start: int
     end: int
+    lead: int = 0
 
     @property
     def length(self) -> int:
         return self.end - self.start
+
+    @property
+    def encoded(self) -> int:
+        """Tokens pushed through the model for this block (lead + kept)."""
+        return self.lead + self.length
 
 
 @dataclass(frozen=True)
@@ -59,6 +76,11 @@ class Partition:
     world_size: int
     attention: str
     ranks: tuple[RankPlan, ...]
+    overlap: int = 0
+
+    @property
+    def blocks(self) -> tuple[Block, ...]:
+        return tuple(b for r in self.ranks for b in r.blocks)
 
     @property
     def num_blocks(self) -> int:
@@ -99,28 +121,68 @@ def _front_loaded(count: int, parts: int) -> list[tuple[int, int]]:
     return ranges
 
 
+def snap_cuts(num_tokens: int, block_size: int, boundaries=None, slack: float = 0.125) -> list[int]:
+    """Block start positions: multiples of ``block_size``, each moved to a position in
+    ``boundaries`` within ``slack·block_size`` so that blocks end where the text does.
+
+    ``boundaries`` is a list of token positions, or a list of such lists from the strongest kind of
+    boundary to the weakest (paragraphs, lines, sentences): a cut takes the nearest boundary of the
+    strongest kind in reach, and stays where it is if none is. The first cut only moves later:
+    block 0 holds the anchor, which should keep its full size.
+    """
+    cuts = list(range(0, num_tokens, block_size))
+    if not boundaries or len(cuts) < 2:
+        return cuts
+    tiers = boundaries if isinstance(boundaries[0], (list, tuple)) else [boundaries]
+    tiers = [sorted(set(int(b) for b in tier if 0 < b < num_tokens)) for tier in tiers]
+    reach = int(block_size * slack)
+    snapped = [0]
+    for n, cut in enumerate(cuts[1:]):
+        best = cut
+        for ordered in tiers:
+            i = bisect.bisect_left(ordered, cut)
+            near = [ordered[j] for j in ((i,) if n == 0 else (i - 1, i))
+                    if 0 <= j < len(ordered) and abs(ordered[j] - cut) <= reach]
+            if near:
+                best = min(near, key=lambda b: (abs(b - cut), b))
+                break
+        if best > snapped[-1]:
+            snapped.append(best)
+    return snapped
+
+
 def plan_star(
-    num_tokens: int, world_size: int = 1, block_size: int | None = None, anchor_size: int | None = None
+    num_tokens: int, world_size: int = 1, block_size: int | None = None, anchor_size: int | None = None,
+    overlap: int = 0, boundaries=None,
 ) -> Partition:
     """Blocks of ``block_size`` (last one partial, never dropped), anchor ≤ block, contiguous ranks.
 
+    ``boundaries``: token positions where a cut is preferred (see ``snap_cuts``). ``overlap``: each
+    block after the anchor re-encodes up to this many tokens before it as left context (never
+    tokens the anchor already holds, which the block sees anyway).
     A document shorter than one block is one block: star attention is then exactly dense attention.
     """
     _check_sizes(num_tokens, world_size, block_size, anchor_size)
+    if overlap < 0:
+        raise PartitionError(f"--overlap must not be negative, got {overlap}")
     block_size = block_size or default_block_size(num_tokens)
     anchor_size = anchor_size or block_size
     if anchor_size > block_size:
         raise PartitionError(f"--anchor-size ({anchor_size}) must not exceed --block-size ({block_size})")
-    starts = range(0, num_tokens, block_size)
-    blocks = [Block(i, s, min(s + block_size, num_tokens)) for i, s in enumerate(starts)]
+    starts = snap_cuts(num_tokens, block_size, boundaries)
+    ends = starts[1:] + [num_tokens]
     # the anchor is the first tokens of block 0, so it cannot be longer than block 0 itself
-    anchor_size = min(anchor_size, blocks[0].length)
+    anchor_size = min(anchor_size, ends[0])
+    blocks = [
+        Block(i, s, e, lead=min(overlap, max(0, s - anchor_size)) if i else 0)
+        for i, (s, e) in enumerate(zip(starts, ends))
+    ]
     ranks = []
     for rank, (lo, hi) in enumerate(_front_loaded(len(blocks), world_size)):
         mine = tuple(blocks[lo:hi])
         holds_block0 = bool(mine) and mine[0].index == 0
         ranks.append(RankPlan(rank, mine, needs_anchor=bool(mine) and not holds_block0))
-    return Partition(num_tokens, block_size, anchor_size, world_size, "star", tuple(ranks))
+    return Partition(num_tokens, block_size, anchor_size, world_size, "star", tuple(ranks), overlap)
 
 
 def plan_dense(num_tokens: int, chunk_size: int | None = None) -> Partition:
@@ -149,10 +211,11 @@ def plan_ring(num_tokens: int, world_size: int) -> Partition:
 
 
 def plan_partition(
-    attention: str, num_tokens: int, world_size: int = 1, block_size: int | None = None, anchor_size: int | None = None
+    attention: str, num_tokens: int, world_size: int = 1, block_size: int | None = None, anchor_size: int | None = None,
+    overlap: int = 0, boundaries=None,
 ) -> Partition:
     if attention == "star":
-        return plan_star(num_tokens, world_size, block_size, anchor_size)
+        return plan_star(num_tokens, world_size, block_size, anchor_size, overlap, boundaries)
     if attention == "ring":
         return plan_ring(num_tokens, world_size)
     if attention == "dense":
