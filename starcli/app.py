@@ -10,15 +10,18 @@ import time
 from dataclasses import dataclass, field
 from typing import IO
 
-from .pipeline import Job, RunSettings, resolve_device, run_job
+from .pipeline import Batch, Job, RunSettings, load_for_job, resolve_device, run_batch, run_job
 from .prompt import PromptError, build_prompt, document_text
 from .report import Renderer
+from .rope import RopeScalingError, parse_rope_scaling, scaled_positions, unsupported_reason
 from .sources import Document, IngestOptions, load_sources
 from .star.comm import Comm
 from .star.partition import plan_partition
 
 # A document at least this long is spread over all visible GPUs by default (--gpus unset).
 MULTI_GPU_MIN_TOKENS = 32768
+# What ask does with an input longer than the window (--long); summarize always uses "summary".
+LONG_MODES = ("refuse", "map")
 
 
 class UserError(Exception):
@@ -49,6 +52,9 @@ class AskRequest:
     ingest: IngestOptions = field(default_factory=IngestOptions)
     placement: Placement = field(default_factory=Placement)
     truncate: bool = False
+    long: str = "refuse"  # input over the window: refuse, map (ask --long map) or summary (summarize)
+    words: int | None = None  # summarize --words
+    window: int | None = None  # --window: a smaller window than the model's
 
 
 def read_input(sources: list[str], ingest: IngestOptions, renderer: Renderer, stdin: IO[bytes] | None) -> Document:
@@ -87,6 +93,32 @@ def max_positions(path) -> int | None:
     return getattr(config, "max_position_embeddings", None)
 
 
+@dataclass
+class Window:
+    """How many tokens one pass may hold (prompt + answer), and where the number comes from."""
+
+    limit: int | None  # None: the model's config names no limit
+    model_positions: int | None  # the model's positions (times the --rope-scaling factor)
+    forced: bool = False  # --window set the limit
+    rope_scalable: bool = False  # --rope-scaling would work with this model (offered in errors)
+
+
+def model_window(path, settings: RunSettings, window: int | None) -> Window:
+    from transformers import AutoConfig
+
+    config = AutoConfig.from_pretrained(str(path), local_files_only=True, trust_remote_code=settings.trust_remote_code)
+    positions = getattr(config, "max_position_embeddings", None)
+    reason = unsupported_reason(config)
+    if settings.rope_scaling:
+        if reason:
+            raise UserError(f"--rope-scaling {settings.rope_scaling}: {reason}", code=2)
+        positions = scaled_positions(positions, parse_rope_scaling(settings.rope_scaling))
+    if window is not None and positions is not None and window > positions:
+        raise UserError(f"--window {window} is more than the model's {positions} positions", code=2)
+    limit = window if window is not None else positions
+    return Window(limit, positions, window is not None, reason is None and not settings.rope_scaling)
+
+
 def world_size_for(placement: Placement, device: str, document_tokens: int) -> int:
     """Ranks per node. --procs (CPU) or --gpus; by default every visible GPU when the document is
     at least MULTI_GPU_MIN_TOKENS long (shorter ones gain less than launching costs), else 1."""
@@ -112,20 +144,34 @@ def world_size_for(placement: Placement, device: str, document_tokens: int) -> i
     return visible if document_tokens >= MULTI_GPU_MIN_TOKENS else 1
 
 
-def _fit_document(tokenizer, document: str, questions: list[str], settings: RunSettings, limit: int | None, truncate: bool, renderer: Renderer):
-    """Token ids of every question's prompt; the document part is shared. Errors if too long."""
-    prompts = [build_prompt(tokenizer, document, q) for q in questions]
+def _needed_tokens(prompts, settings: RunSettings) -> int:
+    return len(prompts[0].document_ids) + max(len(p.question_ids) for p in prompts) + settings.max_new_tokens
+
+
+def _too_long(prompts, settings: RunSettings, window: Window) -> UserError:
+    """The refusal of an input over the window: both sizes, and every way forward."""
     doc_len = len(prompts[0].document_ids)
     question_len = max(len(p.question_ids) for p in prompts)
-    needed = doc_len + question_len + settings.max_new_tokens
-    if limit is None or needed <= limit:
-        return prompts
-    if not truncate:
-        raise UserError(
-            f"the input is too long for the model: {doc_len} document + {question_len} question + "
-            f"{settings.max_new_tokens} answer tokens = {needed} > {limit} positions; "
-            "use a smaller input, --truncate to cut the document explicitly, or a lower --max-new-tokens"
-        )
+    which = "--window" if window.forced else "the model's window"
+    choices = [
+        "--long map (answer each window-sized section, then combine the answers)",
+        "--truncate (read only the beginning)",
+        "a lower --max-new-tokens",
+        f"a larger --window (up to {window.model_positions})" if window.forced else "a model with a longer window",
+    ]
+    if window.rope_scalable and not window.forced:
+        choices.append("--rope-scaling yarn:FACTOR (this model supports it; less accurate)")
+    return UserError(
+        f"the input is too long for the model: {doc_len} document + {question_len} question + "
+        f"{settings.max_new_tokens} answer tokens = {_needed_tokens(prompts, settings)} > {window.limit} positions "
+        f"({which}); use a smaller input, " + ", ".join(choices[:-1]) + " or " + choices[-1]
+    )
+
+
+def _truncate_document(tokenizer, document: str, questions: list[str], prompts, settings: RunSettings, limit: int, renderer: Renderer):
+    """--truncate: cut the document's end until every question's prompt fits ``limit``."""
+    doc_len = len(prompts[0].document_ids)
+    question_len = max(len(p.question_ids) for p in prompts)
     budget = limit - question_len - settings.max_new_tokens
     overhead = len(tokenizer(document_text(tokenizer, "")[0], add_special_tokens=False)["input_ids"])
     if budget <= overhead:
@@ -145,13 +191,14 @@ def _fit_document(tokenizer, document: str, questions: list[str], settings: RunS
     return prompts
 
 
-def ask(request: AskRequest, renderer: Renderer, stdin: IO[bytes] | None = None) -> dict:
-    started = time.perf_counter()
+def _validate(request: AskRequest) -> None:
     settings = request.settings
     try:
         settings.device = resolve_device(settings.device)
         settings.sampling().validate()
-    except ValueError as exc:
+        if settings.rope_scaling:
+            parse_rope_scaling(settings.rope_scaling)
+    except (ValueError, RopeScalingError) as exc:
         raise UserError(str(exc), code=2)
     if settings.max_new_tokens < 1:
         raise UserError(f"--max-new-tokens must be at least 1, got {settings.max_new_tokens}", code=2)
@@ -161,8 +208,18 @@ def ask(request: AskRequest, renderer: Renderer, stdin: IO[bytes] | None = None)
             raise UserError(f"--{name.replace('_', '-')} must be a positive number of tokens, got {value}", code=2)
     if settings.attention not in ("star", "dense", "ring"):
         raise UserError(f"--attention must be star, dense or ring, got {settings.attention!r}", code=2)
+    if request.long not in (*LONG_MODES, "summary"):
+        raise UserError(f"--long must be {' or '.join(LONG_MODES)}, got {request.long!r}", code=2)
+    if request.window is not None and request.window < 1:
+        raise UserError(f"--window must be a positive number of tokens, got {request.window}", code=2)
     if any(not q.strip() for q in request.questions) or not request.questions:
         raise UserError("the question is empty", code=2)
+
+
+def ask(request: AskRequest, renderer: Renderer, stdin: IO[bytes] | None = None) -> dict:
+    started = time.perf_counter()
+    settings = request.settings
+    _validate(request)
 
     renderer({"type": "stage", "stage": "reading input", "done": 0, "total": 1})
     ingest_start = time.perf_counter()
@@ -171,22 +228,22 @@ def ask(request: AskRequest, renderer: Renderer, stdin: IO[bytes] | None = None)
     renderer({"type": "stage", "stage": "reading input", "done": 1, "total": 1})
 
     spec, tokenizer = model_and_tokenizer(settings, renderer)
+    window = model_window(spec.path, settings, request.window)
     renderer({"type": "stage", "stage": "tokenizing", "done": 0, "total": 1})
     tokenize_start = time.perf_counter()
+    text = document.render()
     try:
-        prompts = _fit_document(tokenizer, document.render(), request.questions, settings, max_positions(spec.path), request.truncate, renderer)
+        prompts = [build_prompt(tokenizer, text, q) for q in request.questions]
     except PromptError as exc:
         raise UserError(str(exc), code=2)
+    over_window = window.limit is not None and _needed_tokens(prompts, settings) > window.limit
+    long_input = over_window and not request.truncate and request.long != "refuse"
+    if over_window and not long_input:
+        if not request.truncate:
+            raise _too_long(prompts, settings, window)
+        prompts = _truncate_document(tokenizer, text, request.questions, prompts, settings, window.limit, renderer)
     tokenize_s = time.perf_counter() - tokenize_start
     renderer({"type": "stage", "stage": "tokenizing", "done": 1, "total": 1})
-
-    doc_ids = prompts[0].document_ids
-    job = Job(settings, str(spec.path), doc_ids, [p.question_ids for p in prompts], list(request.questions))
-    world = world_size_for(request.placement, settings.device, len(doc_ids))
-    try:
-        plan_partition(settings.attention, len(doc_ids), world * request.placement.nnodes, settings.block_size, settings.anchor_size)
-    except ValueError as exc:
-        raise UserError(str(exc), code=2)
     renderer.extra = {
         "sources": [p.path for p in document.parts],
         "skipped": len(document.skipped),
@@ -194,27 +251,101 @@ def ask(request: AskRequest, renderer: Renderer, stdin: IO[bytes] | None = None)
         "ingest_s": ingest_s,
         "tokenize_s": tokenize_s,
         "model_name": spec.name,
+        "window": window.limit,
     }
-    if world * request.placement.nnodes == 1:
-        import torch
+    if settings.rope_scaling:
+        renderer.extra["rope_scaling"] = settings.rope_scaling
 
-        comm = Comm(device=torch.device("cuda", 0) if settings.device == "cuda" else torch.device("cpu"))
-        run_job(job, comm, renderer)
+    if long_input:
+        if request.placement.nnodes > 1:
+            raise UserError("inputs over the window are read in passes on one machine only for now; use --nnodes 1", code=2)
+        world = world_size_for(request.placement, settings.device, min(window.limit, len(prompts[0].document_ids)))
+        execute = Executor(settings, request.placement, world, str(spec.path))
+        renderer.result = _run_long(request, text, _needed_tokens(prompts, settings), tokenizer, window, execute, renderer, started)
     else:
-        from .launch import LaunchError, LaunchOptions, run_distributed
-
-        options = LaunchOptions(world, settings.device, request.placement.nnodes, request.placement.node_rank,
-                                request.placement.rdzv_endpoint, request.placement.timeout_s)
-        try:
-            run_distributed(job, options, renderer)
-        except LaunchError as exc:
-            raise UserError(str(exc))
+        doc_ids = prompts[0].document_ids
+        job = Job(settings, str(spec.path), doc_ids, [p.question_ids for p in prompts], list(request.questions))
+        world = world_size_for(request.placement, settings.device, len(doc_ids))
+        execute = Executor(settings, request.placement, world, str(spec.path))
+        execute.check_partition(len(doc_ids))
+        execute(job, renderer)
     totals = {"total_s": time.perf_counter() - started}
     if renderer.result is None and request.placement.node_rank != 0:
         renderer.note(f"node {request.placement.node_rank}: its ranks finished; node 0 prints the answer")
         return {}
     renderer.finish(totals)
     return {**(renderer.result or {}), **renderer.extra, **totals}
+
+
+class Executor:
+    """Runs a Job, or a Batch of them, in this process or on torchrun ranks as placed. In this
+    process a batch's model stays loaded for the next batch (the levels of a long input)."""
+
+    def __init__(self, settings: RunSettings, placement: Placement, world: int, model_path: str):
+        self.settings = settings
+        self.placement = placement
+        self.world = world
+        self.model_path = model_path
+        self.loaded = None
+
+    @property
+    def ranks(self) -> int:
+        return self.world * self.placement.nnodes
+
+    def check_partition(self, document_tokens: int) -> None:
+        s = self.settings
+        try:
+            plan_partition(s.attention, document_tokens, self.ranks, s.block_size, s.anchor_size)
+        except ValueError as exc:
+            raise UserError(str(exc), code=2)
+
+    def __call__(self, job: Job | Batch, emit) -> None:
+        if isinstance(job, Batch):
+            for one in job.jobs:
+                self.check_partition(len(one.document_ids))
+        if self.ranks > 1:
+            from .launch import LaunchError, LaunchOptions, run_distributed
+
+            p = self.placement
+            options = LaunchOptions(self.world, self.settings.device, p.nnodes, p.node_rank, p.rdzv_endpoint, p.timeout_s)
+            try:
+                run_distributed(job, options, emit)
+            except LaunchError as exc:
+                raise UserError(str(exc))
+            return
+        import torch
+
+        comm = Comm(device=torch.device("cuda", 0) if self.settings.device == "cuda" else torch.device("cpu"))
+        if not isinstance(job, Batch):
+            run_job(job, comm, emit)
+            return
+        if self.loaded is None:
+            emit({"type": "stage", "stage": "loading model", "done": 0, "total": 1})
+            self.loaded = load_for_job(self.settings, self.model_path, comm)
+            emit({"type": "stage", "stage": "loading model", "done": 1, "total": 1})
+        run_batch(job, comm, emit, self.loaded)
+
+
+def _run_long(request: AskRequest, text: str, needed: int, tokenizer, window: Window, execute: Executor,
+              renderer: Renderer, started: float) -> dict:
+    """Read an input over the window in passes (starcli.longdoc); the result of the final pass,
+    with the whole run's facts under ``long``."""
+    from .longdoc import LongInputError, answer_long, summarize_long
+    from .passes import PassRunner
+
+    how = ("summarizing it section by section, then combining the section summaries in order"
+           if request.long == "summary" else
+           "--long map: asking each section, then combining the partial answers in order")
+    renderer.note(f"the prompt needs {needed} tokens, more than the window of {window.limit}: {how}")
+    runner = PassRunner(request.settings, execute.model_path, tokenizer, window.limit, execute, renderer)
+    try:
+        if request.long == "summary":
+            run = summarize_long(text, request.words, runner)
+        else:
+            run = answer_long(text, request.questions, runner)
+    except LongInputError as exc:
+        raise UserError(str(exc), exc.code)
+    return runner.result(run, request.questions, started)
 
 
 def summary_question(words: int | None) -> str:
@@ -272,14 +403,16 @@ def chat(request: AskRequest, renderer: Renderer, read_line, stdin=None) -> None
     settings = request.settings
     try:
         settings.device = resolve_device(settings.device)
-    except ValueError as exc:
+        if settings.rope_scaling:
+            parse_rope_scaling(settings.rope_scaling)
+    except (ValueError, RopeScalingError) as exc:
         raise UserError(str(exc), code=2)
     if (request.placement.procs or 1) > 1 or (request.placement.gpus or 1) > 1:
         raise UserError("chat runs in one process; use `starcli ask -q ... -q ...` on several ranks", code=2)
     document = read_input(request.sources, request.ingest, renderer, stdin)
     spec, tokenizer = model_and_tokenizer(settings, renderer)
     doc_ids = build_prompt(tokenizer, document.render(), "?").document_ids
-    limit = max_positions(spec.path)
+    limit = model_window(spec.path, settings, None).limit
     if limit and len(doc_ids) + settings.max_new_tokens + 32 > limit:
         raise UserError(
             f"the input is too long for the model: {len(doc_ids)} document tokens + room for a question and "

@@ -59,6 +59,9 @@ Truncate = Annotated[bool, typer.Option("--truncate", help="Cut the document to 
 TrustRemoteCode = Annotated[bool, typer.Option("--trust-remote-code", help="Allow a model folder's own Python code to run.")]
 AllowPickle = Annotated[bool, typer.Option("--allow-pickle", help="Allow pickle weight files (loaded with weights_only).")]
 Cache = Annotated[bool, typer.Option("--cache", envvar="STARCLI_DOC_CACHE", help="Keep the encoded document on disk and reuse it for later questions (see `starcli cache`).")]
+Long = Annotated[str, typer.Option("--long", help="Input longer than the window: refuse (with both sizes and the choices) or map (answer each window-sized section, then combine the answers).")]
+Window = Annotated[Optional[int], typer.Option("--window", help="Most tokens one pass holds (prompt + answer), below the model's own window; longer input is refused, read in sections or truncated.")]
+RopeScaling = Annotated[Optional[str], typer.Option("--rope-scaling", envvar="STARCLI_ROPE_SCALING", help="Stretch a RoPE model's window, TYPE:FACTOR with TYPE yarn or linear (e.g. yarn:4); less accurate past the trained length.")]
 
 
 def _fail(message: str, code: int) -> None:
@@ -108,11 +111,12 @@ def _debug_trace(debug: bool) -> None:
         traceback.print_exc()
 
 
-def _settings(model, attention, block_size, anchor_size, max_new_tokens, temperature, top_p, top_k, seed, stop, device, dtype, kernel, trust_remote_code, allow_pickle, cache=False) -> RunSettings:
+def _settings(model, attention, block_size, anchor_size, max_new_tokens, temperature, top_p, top_k, seed, stop, device, dtype, kernel, trust_remote_code, allow_pickle, cache=False, rope_scaling=None) -> RunSettings:
     return RunSettings(
         model=model, device=device, dtype=dtype, attention=attention, block_size=block_size, anchor_size=anchor_size,
         kernel=kernel, max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p, top_k=top_k, seed=seed,
         stop=list(stop or []), trust_remote_code=trust_remote_code, allow_pickle=allow_pickle, cache=cache,
+        rope_scaling=rope_scaling,
     )
 
 
@@ -135,7 +139,7 @@ def ask(
     max_file_bytes: MaxFileBytes = 1_000_000, include: Include = None, exclude: Exclude = None, password: Password = None,
     procs: Procs = None, gpus: Gpus = None, nnodes: Nnodes = 1, node_rank: NodeRank = 0, rdzv_endpoint: RdzvEndpoint = None,
     timeout: Timeout = 120.0, truncate: Truncate = False, trust_remote_code: TrustRemoteCode = False, allow_pickle: AllowPickle = False,
-    cache: Cache = False,
+    cache: Cache = False, long: Long = "refuse", window: Window = None, rope_scaling: RopeScaling = None,
 ):
     """Answer a question about files, a repository, a PDF or piped text."""
     def body():
@@ -157,11 +161,11 @@ def _request(sources: list[str], questions: list[str], o: dict) -> AskRequest:
         sources, questions,
         _settings(o["model"], o["attention"], o["block_size"], o["anchor_size"], o["max_new_tokens"], o["temperature"],
                   o["top_p"], o["top_k"], o["seed"], o["stop"], o["device"], o["dtype"], o["kernel"],
-                  o["trust_remote_code"], o["allow_pickle"], o["cache"]),
+                  o["trust_remote_code"], o["allow_pickle"], o["cache"], o["rope_scaling"]),
         IngestOptions(max_file_bytes=o["max_file_bytes"], include=list(o["include"] or []),
                       exclude=list(o["exclude"] or []), password=o["password"]),
         Placement(o["procs"], o["gpus"], o["nnodes"], o["node_rank"], o["rdzv_endpoint"], o["timeout"]),
-        o["truncate"],
+        o["truncate"], long=o["long"], words=o.get("words"), window=o["window"],
     )
 
 
@@ -183,13 +187,13 @@ def summarize(
     max_file_bytes: MaxFileBytes = 1_000_000, include: Include = None, exclude: Exclude = None, password: Password = None,
     procs: Procs = None, gpus: Gpus = None, nnodes: Nnodes = 1, node_rank: NodeRank = 0, rdzv_endpoint: RdzvEndpoint = None,
     timeout: Timeout = 120.0, truncate: Truncate = False, trust_remote_code: TrustRemoteCode = False, allow_pickle: AllowPickle = False,
-    cache: Cache = False,
+    cache: Cache = False, window: Window = None, rope_scaling: RopeScaling = None,
 ):
-    """Summarize the whole input."""
+    """Summarize the whole input; input longer than the window is summarized section by section, then the section summaries are combined."""
     def body():
         if words is not None and words < 1:
             raise UserError(f"--words must be positive, got {words}", code=2)
-        ask_impl(_stdin_sources(list(sources or [])), [summary_question(words)], locals_of_command)
+        ask_impl(_stdin_sources(list(sources or [])), [summary_question(words)], {**locals_of_command, "long": "summary"})
 
     locals_of_command = dict(locals())
     _run(debug, body)
@@ -203,6 +207,7 @@ def chat(
     seed: Seed = None, stop: Stop = None, device: Device = "auto", dtype: Dtype = "auto", kernel: Kernel = "auto",
     debug: Debug = False, max_file_bytes: MaxFileBytes = 1_000_000, include: Include = None, exclude: Exclude = None,
     password: Password = None, trust_remote_code: TrustRemoteCode = False, allow_pickle: AllowPickle = False,
+    rope_scaling: RopeScaling = None,
 ):
     """Encode the input once, then answer questions interactively (follow-ups keep the conversation)."""
     def body():
@@ -211,7 +216,7 @@ def chat(
         request = AskRequest(
             list(sources), [],
             _settings(model, attention, block_size, anchor_size, max_new_tokens, temperature, top_p, top_k, seed, stop,
-                      device, dtype, kernel, trust_remote_code, allow_pickle),
+                      device, dtype, kernel, trust_remote_code, allow_pickle, rope_scaling=rope_scaling),
             IngestOptions(max_file_bytes=max_file_bytes, include=list(include or []), exclude=list(exclude or []), password=password),
         )
         run_chat(request, Renderer(), _read_question)

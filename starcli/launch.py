@@ -22,7 +22,7 @@ import time
 from dataclasses import dataclass
 from typing import Callable
 
-from .pipeline import Job
+from .pipeline import Batch, Job
 
 # How long the CLI waits for ranks to finish after one of them reported an error.
 _SHUTDOWN_GRACE_S = 10.0
@@ -146,8 +146,11 @@ def _describe_failure(server: _EventServer, torchrun_log: str, returncode: int) 
     is the cause; otherwise the first reported error is.
     """
     reported = {int(e.get("rank", -1)) for e in server.errors}
-    for rank, code in _FAILED_RANK.findall(torchrun_log):
-        rank, code = int(rank), int(code)
+    deaths = [(int(rank), int(code)) for rank, code in _FAILED_RANK.findall(torchrun_log)]
+    # torchrun ends the surviving ranks with SIGTERM once one dies: a SIGTERM is the cause only
+    # when no rank died by another signal
+    deaths.sort(key=lambda death: death[1] == -signal.SIGTERM)
+    for rank, code in deaths:
         if code < 0 and rank not in reported:
             try:
                 name = signal.Signals(-code).name
@@ -163,8 +166,9 @@ def _describe_failure(server: _EventServer, torchrun_log: str, returncode: int) 
     return f"the ranks exited with status {returncode}"
 
 
-def run_distributed(job: Job, options: LaunchOptions, emit: Callable[[dict], None]) -> None:
-    """Run ``job`` on ``options.nprocs`` local ranks (× nnodes); raise LaunchError naming a failed rank."""
+def run_distributed(job: Job | Batch, options: LaunchOptions, emit: Callable[[dict], None]) -> None:
+    """Run ``job`` (or each job of a batch, on one model load) on ``options.nprocs`` local ranks
+    (× nnodes); raise LaunchError naming a failed rank."""
     server = _EventServer(emit)
     workdir = tempfile.mkdtemp(prefix="starcli-job-")  # private (0700) by construction
     job_path = os.path.join(workdir, "job.json")

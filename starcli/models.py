@@ -532,12 +532,14 @@ def load_model(
     attn_implementation: str | None = None,
     trust_remote_code: bool = False,
     allow_pickle: bool = False,
+    rope_scaling: str | None = None,
 ) -> tuple[Any, Any]:
     """Load ``(model, tokenizer)`` from a resolved spec, in eval mode, on ``device``.
 
     ``dtype`` None means `pick_dtype(device, "auto")`. Nothing is fetched from the network;
     code shipped inside a checkpoint runs only with ``trust_remote_code``; pickle weights are
-    read only with ``allow_pickle`` (and then with ``weights_only``).
+    read only with ``allow_pickle`` (and then with ``weights_only``). ``rope_scaling``
+    (``"yarn:4"``) stretches the rotary embedding (see ``starcli.rope``).
     """
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -575,6 +577,8 @@ def load_model(
     if target.type != "cpu":
         # Loading straight onto the accelerator avoids a second full copy in host memory.
         kwargs["device_map"] = {"": str(target)}
+    if rope_scaling:
+        kwargs["config"] = _rope_scaled_config(path, rope_scaling, trust_remote_code)
 
     # Without any vocabulary file transformers quietly builds an empty tokenizer that turns
     # every document into unknown tokens; fail here instead, with the reason.
@@ -596,6 +600,20 @@ def load_model(
     if target.type == "cpu":
         model.to(target)
     return model, tokenizer
+
+
+def _rope_scaled_config(path: Path, rope_scaling: str, trust_remote_code: bool) -> Any:
+    from transformers import AutoConfig
+
+    from .rope import RopeScalingError, apply_rope_scaling, parse_rope_scaling
+
+    try:
+        with _quiet_transformers():
+            config = AutoConfig.from_pretrained(str(path), local_files_only=True, trust_remote_code=trust_remote_code)
+        apply_rope_scaling(config, parse_rope_scaling(rope_scaling))
+    except RopeScalingError as exc:
+        raise ModelError(str(exc)) from None
+    return config
 
 
 _DTYPE_NAMES = {

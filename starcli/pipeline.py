@@ -47,6 +47,7 @@ class RunSettings:
     trust_remote_code: bool = False
     allow_pickle: bool = False
     cache: bool = False  # keep / reuse the document's phase-1 KV on disk
+    rope_scaling: str | None = None  # "yarn:4": stretch the rotary embedding (starcli.rope)
 
     def sampling(self) -> SamplingParams:
         return SamplingParams(self.temperature, self.top_p, self.top_k, self.seed)
@@ -66,6 +67,23 @@ class Job:
     @classmethod
     def from_json(cls, data: dict) -> "Job":
         return cls(**{**data, "settings": RunSettings(**data["settings"])})
+
+
+@dataclass
+class Batch:
+    """Several jobs run one after another on one loaded model: the passes of a long input
+    (starcli.longdoc), which are known together but each need their own document encoding."""
+
+    jobs: list[Job]
+
+    def to_json(self) -> dict:
+        return {"batch": [job.to_json() for job in self.jobs]}
+
+
+def job_from_json(data: dict) -> Job | Batch:
+    if "batch" in data:
+        return Batch([Job.from_json(job) for job in data["batch"]])
+    return Job.from_json(data)
 
 
 def resolve_device(device: str) -> str:
@@ -101,6 +119,7 @@ def load_for_job(settings: RunSettings, model_path: str, comm: Comm):
         attn_implementation=attention.ATTENTION_NAME,
         trust_remote_code=settings.trust_remote_code,
         allow_pickle=settings.allow_pickle,
+        rope_scaling=settings.rope_scaling,
     )
     return model, tokenizer, str(dtype).replace("torch.", ""), time.perf_counter() - start
 
@@ -197,6 +216,20 @@ def run_job(job: Job, comm: Comm, emit: Emit, loaded=None) -> dict | None:
     return result
 
 
+def run_batch(batch: Batch, comm: Comm, emit: Emit, loaded=None) -> list[dict | None]:
+    """Run each job of ``batch`` in order on one loaded model; a ``pass`` event {index, total}
+    precedes each job's own events. Returns each job's result on rank 0 (None elsewhere)."""
+    speak = emit if comm.rank == 0 else (lambda event: None)
+    if loaded is None:
+        speak({"type": "stage", "stage": "loading model", "done": 0, "total": 1})
+        loaded = load_for_job(batch.jobs[0].settings, batch.jobs[0].model_path, comm)
+    results = []
+    for index, job in enumerate(batch.jobs):
+        speak({"type": "pass", "index": index, "total": len(batch.jobs)})
+        results.append(run_job(job, comm, emit, loaded))
+    return results
+
+
 def stream_answer(engine: StarEngine, tokenizer, question_ids: list[int], settings: RunSettings, stops: set[int],
                   emit: Emit, keep_history: bool = False):
     """Answer one question, emitting UTF-8-safe text deltas as ``token`` events.
@@ -225,8 +258,10 @@ def stream_answer(engine: StarEngine, tokenizer, question_ids: list[int], settin
 def _cache_key(job: Job, partition, dtype_name: str, comm: Comm):
     from . import doc_cache
 
+    identity = doc_cache.model_identity(job.model_path)
     return doc_cache.EntryKey(
-        model=doc_cache.model_identity(job.model_path),
+        # a stretched rotary embedding gives other KV for the same weights
+        model=f"{identity}+rope:{job.settings.rope_scaling}" if job.settings.rope_scaling else identity,
         tokens_sha256=doc_cache.tokens_digest(job.document_ids),
         num_tokens=len(job.document_ids),
         attention=partition.attention,

@@ -140,6 +140,8 @@ def report_lines(r: dict) -> list[str]:
     if "model" in r:
         name = r.get("model_name") or r["model"]
         lines.append(f"model          {name} ({r.get('dtype', '?')}, {r.get('device', '?')}, kernel {r.get('kernel', '?')})")
+    if r.get("rope_scaling"):
+        lines.append(f"rope scaling   {r['rope_scaling']}: window {r.get('window')} (accuracy degrades past the trained length)")
     if "model_load_s" in r:
         lines.append(f"model load     {_seconds(r['model_load_s'])}")
     if "ingest_s" in r:
@@ -148,6 +150,7 @@ def report_lines(r: dict) -> list[str]:
         q = sum(a.get("question_tokens", 0) for a in answers)
         a = sum(a.get("answer_tokens", 0) for a in answers)
         lines.append(f"tokens         document {r['document_tokens']} / question {q} / answer {a}")
+    lines.extend(_long_lines(r.get("long")))
     if "attention" in r:
         lines.append(
             f"attention      {r['attention']}: {r.get('blocks')} blocks of {r.get('block_size')}, "
@@ -173,10 +176,29 @@ def report_lines(r: dict) -> list[str]:
     for rank in r.get("per_rank", []) if r.get("ranks", 1) > 1 else []:
         lines.append(
             f"rank {rank['rank']:<10}phase 1 {_seconds(rank['phase1_s'])}, KV tokens {rank['kv_tokens']}, "
-            f"anchor {rank['anchor_tokens']}, peak memory {format_bytes(rank['peak_memory_bytes'])}"
+            f"anchor received {rank['anchor_tokens']}, peak memory {format_bytes(rank['peak_memory_bytes'])}"
         )
     if r.get("ranks", 1) == 1 and r.get("per_rank"):
         lines.append(f"peak memory    {format_bytes(r['per_rank'][0]['peak_memory_bytes'])} ({r['per_rank'][0]['device']})")
     if "total_s" in r:
         lines.append(f"total          {_seconds(r['total_s'])}")
     return lines
+
+
+def _long_lines(long: dict | None) -> list[str]:
+    """How an input over the window was read: the strategy, its sections and its passes. The
+    attention, phase 1 and answer lines that follow then describe the final pass (phase 1: all)."""
+    if not long:
+        return []
+    strategy = "hierarchical summary" if long["strategy"] == "summary" else "--long map"
+    counts = long.get("pass_counts", {})
+    names = {"section": "section", "combine": "combine", "final": "final"}
+    kinds = ", ".join(f"{counts[k]} {names[k]}{'s' if counts[k] > 1 else ''}" for k in names if counts.get(k))
+    levels = long.get("combine_levels", 0)
+    combined = "section summaries" if long["strategy"] == "summary" else "partial answers"
+    return [
+        f"long input     {long['input_tokens']} tokens > window {long['window']}: {strategy}",
+        f"sections       {long['sections']} of up to {long['section_budget']} tokens, at natural boundaries",
+        f"passes         {long['passes']} ({kinds}); {combined} combined in order"
+        + (f" over {levels + 1} levels" if levels else ""),
+    ]

@@ -20,11 +20,88 @@ starcli ask repo/ "where is the retry logic?"
 git log -p | starcli ask "what changed in auth?"
 starcli ask book.pdf -q "who is the narrator?" -q "how does it end?"
 starcli summarize book.pdf --words 300 --json
+starcli ask book.pdf "which chapters mention the storm?" --long map
 starcli ask big-repo/ "..." --gpus 4 --block-size 16384
 starcli ask logs/ "..." --device cpu --procs 2
 starcli count repo/ --gpus 4
 starcli bench --shape llama3-8b --lengths 32k,128k --modes dense,star,ring
 starcli eval --tasks niah_single,vt --lengths 8k --attention dense,star
+```
+"""
+
+LONG_INPUTS = """## Inputs longer than the window
+
+Star Attention makes one long pass cheap, but it does not extend the positions a model was
+trained on. When the prompt (document + question + answer room) is longer than the window (the
+model's, or a smaller `--window N`):
+
+- `summarize` reads the input in sections cut at natural boundaries (files, PDF pages or form
+  feeds, headings and chapter titles, paragraphs, then lines; a single line longer than a section
+  is cut at token level, and nothing is dropped), summarizes each section in its own pass ("part 3
+  of 7"), then combines the section summaries in document order. While they do not fit one pass
+  together, consecutive groups are summarized first. Each pass is a normal Star Attention run
+  inside the window, in one process or on `--procs`/`--gpus` ranks (one machine).
+- `ask` refuses, naming both sizes and the choices: `--long map` (ask every section, then combine
+  the partial answers in order; the report says so), `--truncate` (read only the beginning), a
+  lower `--max-new-tokens`, a model with a longer window, or `--rope-scaling` when the model
+  supports it.
+- `--rope-scaling yarn:4` (or `linear:F`) stretches a RoPE model's window by the factor: the
+  default model then takes 131072 positions instead of 32768. The model was not trained on those
+  positions, so accuracy degrades, the more the larger the factor (linear more than YaRN); where
+  answers matter, prefer reading in sections (`--long map`).
+
+Progress is a line per finished section on stderr; the report adds the strategy, the sections and
+the passes, and `--json` adds a `long` object (`sections`, `passes`, `pass_counts`,
+`section_tokens`, `pass_log`, and `section_summaries` or `partial_answers`).
+
+A real run: five entries of the Python reference manual shipped with Python 3.11 as
+`pydoc_data.topics` (the `if`, `while`, `for`, `try` and `with` statements: 14,406 characters;
+3,323 tokens with the file header starcli adds) summarized by the default model on CPU with a
+1,536-token window. The three sections fell on the manual's own titles: the first holds `if`,
+`while`, `for` and the start of `try`, the second starts at the `"except" clause` title, the third
+at the `"else" clause` title. The machine had 2 CPU cores shared with other jobs during the run
+(9.5 minutes wall clock), so the times are slower than on an idle one.
+
+```sh
+python -c "from pydoc_data.topics import topics; print('\\n\\n'.join(topics[k] for k in ('if', 'while', 'for', 'try', 'with')))" > statements.txt
+starcli summarize statements.txt --device cpu --window 1536 --max-new-tokens 160
+```
+
+stdout (the summary, wrapped here at 100 columns):
+
+```text
+This document covers the basic syntax and usage of the "if", "while", "for", and "try" statements in
+Python. It also includes information on exception handling and cleanup code. The document also
+mentions that exceptions are cleared after the suite is executed, combined into an exception group
+along with all exceptions that were raised from within the suite. The "with" statement in Python is
+used to wrap the execution of a block with methods defined by a context manager. It ensures that if
+an exception occurs during the execution of the block, the suite is exited and the exception is
+re-raised. The suite is executed with the statement following the "with" statement.
+```
+
+stderr:
+
+```text
+starcli: the prompt needs 3545 tokens, more than the window of 1536: summarizing it section by section, then combining the section summaries in order
+starcli: loading model: done (1/1, 5.80 s)
+starcli: section 1/3 done: read 899 tokens, wrote 54, 86.8 s
+starcli: section 2/3 done: read 1253 tokens, wrote 97, 124.6 s
+starcli: section 3/3 done: read 1243 tokens, wrote 160, 197.6 s
+starcli: combining 3 partials into the answer
+
+--- starcli report ---
+model          qwen2.5-coder-0.5b-instruct-q4km (float32, cpu, kernel cpu-flash)
+model load     5.73 s
+ingest         0 ms (1 parts, 0 skipped)
+tokens         document 3323 / question 58 / answer 133
+long input     3323 tokens > window 1536: hierarchical summary
+sections       3 of up to 1276 tokens, at natural boundaries
+passes         4 (3 sections, 1 final); section summaries combined in order
+attention      star: 3 blocks of 128, anchor 128, 1 rank(s)
+phase 1        133.23 s (28 tokens/s)
+answer         first token 450.93 s, decode 1.2 tokens/s, stopped: end of turn
+peak memory    4.1 GiB (cpu)
+total          558.95 s
 ```
 """
 
@@ -54,6 +131,7 @@ def render_usage() -> str:
             out.append("| option | meaning |\n| --- | --- |")
             out.extend(rows)
             out.append("")
+    out.append(LONG_INPUTS)
     return "\n".join(out).rstrip() + "\n"
 
 

@@ -14,7 +14,7 @@ import socket
 import sys
 import traceback
 
-from .pipeline import Job, run_job
+from .pipeline import Batch, job_from_json, run_batch, run_job
 from .star.comm import init_comm
 
 
@@ -41,7 +41,7 @@ def main(argv: list[str] | None = None) -> int:
     sink = _EventSink(args.events) if args.events else None
     try:
         with open(args.job) as f:
-            job = Job.from_json(json.load(f))
+            job = job_from_json(json.load(f))
         comm = init_comm(args.device, timeout_s=args.timeout)
         if sink is not None:
             emit = sink
@@ -49,7 +49,7 @@ def main(argv: list[str] | None = None) -> int:
             from .report import Renderer
 
             emit = Renderer()
-        run_job(job, comm, emit)
+        (run_batch if isinstance(job, Batch) else run_job)(job, comm, emit)
         if sink is None and comm.rank == 0:
             emit.finish()
         comm.close()

@@ -137,6 +137,18 @@ def _setup(case: str, work: Path, tiny_model_dir: Path) -> list[str]:
     if case == "--top-p 0":
         (work / "doc.txt").write_text("hello")
         return ["ask", str(work / "doc.txt"), q, "--top-p", "0"]
+    if case == "--long unknown":
+        (work / "doc.txt").write_text("hello")
+        return ["ask", str(work / "doc.txt"), q, "--long", "chunks", "--model", str(tiny_model_dir)]
+    if case == "--window too small for a pass":
+        (work / "long.txt").write_text("a line of text\n" * 100)  # byte tokenizer: 1.5K tokens
+        return ["summarize", str(work / "long.txt"), "--window", "200", "--model", str(tiny_model_dir)]
+    if case == "--window over the model's":
+        (work / "doc.txt").write_text("hello")
+        return ["ask", str(work / "doc.txt"), q, "--window", "100000", "--model", str(tiny_model_dir)]
+    if case == "--rope-scaling unknown":
+        (work / "doc.txt").write_text("hello")
+        return ["ask", str(work / "doc.txt"), q, "--rope-scaling", "ntk:2", "--model", str(tiny_model_dir)]
     if case == "--kernel unknown":
         (work / "doc.txt").write_text("hello")
         return ["ask", str(work / "doc.txt"), q, "--kernel", "warp", "--model", str(tiny_model_dir)]
@@ -165,6 +177,10 @@ CASES = {
     "--anchor-size over the block": (2, "--anchor-size"),
     "--top-p 0": (2, "--top-p"),
     "--kernel unknown": (1, "unknown kernel"),
+    "--long unknown": (2, "--long must be"),
+    "--window too small for a pass": (2, "raise --window"),
+    "--window over the model's": (2, "--window 100000"),
+    "--rope-scaling unknown": (2, "--rope-scaling"),
 }
 
 

@@ -142,3 +142,17 @@ def test_ctrl_c_stops_every_rank(tiny_model_dir, tmp_path):
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 130 and b"interrupted" in err and b"Traceback" not in err
     assert _still_running(tree) == []
+
+
+def test_the_rank_killed_first_is_named_not_the_ranks_torchrun_ended_after_it():
+    from types import SimpleNamespace
+
+    from starcli.launch import _describe_failure
+
+    # torchrun lists the ranks it ended with SIGTERM alongside the one that died first
+    log = ("[0]:\n  rank      : 0 (local_rank: 0)\n  exitcode  : -15 (pid: 11)\n"
+           "[1]:\n  rank      : 1 (local_rank: 1)\n  exitcode  : -9 (pid: 12)\n")
+    message = _describe_failure(SimpleNamespace(errors=[]), log, 1)
+    assert message == "rank 1 was killed by SIGKILL (out of memory, or killed)"
+    only_term = log.replace("-9 (pid: 12)", "-15 (pid: 12)")
+    assert _describe_failure(SimpleNamespace(errors=[]), only_term, 1) == "rank 0 was killed by SIGTERM"
