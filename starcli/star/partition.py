@@ -153,7 +153,7 @@ def snap_cuts(num_tokens: int, block_size: int, boundaries=None, slack: float = 
 
 def plan_star(
     num_tokens: int, world_size: int = 1, block_size: int | None = None, anchor_size: int | None = None,
-    overlap: int = 0, boundaries=None,
+    overlap: int = DEFAULT_OVERLAP, boundaries=None,
 ) -> Partition:
     """Blocks of ``block_size`` (last one partial, never dropped), anchor ≤ block, contiguous ranks.
 
@@ -212,7 +212,7 @@ def plan_ring(num_tokens: int, world_size: int) -> Partition:
 
 def plan_partition(
     attention: str, num_tokens: int, world_size: int = 1, block_size: int | None = None, anchor_size: int | None = None,
-    overlap: int = 0, boundaries=None,
+    overlap: int = DEFAULT_OVERLAP, boundaries=None,
 ) -> Partition:
     if attention == "star":
         return plan_star(num_tokens, world_size, block_size, anchor_size, overlap, boundaries)
