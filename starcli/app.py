@@ -10,7 +10,7 @@ import time
 from dataclasses import dataclass, field
 from typing import IO
 
-from .pipeline import Batch, Job, RunSettings, load_for_job, resolve_device, run_batch, run_job
+from .pipeline import Batch, Job, RunSettings, load_for_batch, resolve_device, run_batch, run_job
 from .prompt import PromptError, build_prompt, document_text
 from .report import Renderer
 from .rope import RopeScalingError, parse_rope_scaling, scaled_positions, unsupported_reason
@@ -319,10 +319,7 @@ class Executor:
         if not isinstance(job, Batch):
             run_job(job, comm, emit)
             return
-        if self.loaded is None:
-            emit({"type": "stage", "stage": "loading model", "done": 0, "total": 1})
-            self.loaded = load_for_job(self.settings, self.model_path, comm)
-            emit({"type": "stage", "stage": "loading model", "done": 1, "total": 1})
+        self.loaded = self.loaded or load_for_batch(job, comm, emit)
         run_batch(job, comm, emit, self.loaded)
 
 

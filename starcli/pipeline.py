@@ -216,13 +216,19 @@ def run_job(job: Job, comm: Comm, emit: Emit, loaded=None) -> dict | None:
     return result
 
 
+def load_for_batch(batch: Batch, comm: Comm, emit: Emit):
+    """The model for every job of ``batch``, loaded once; the first job's ``run_job`` then reports
+    the load as done."""
+    if comm.rank == 0:
+        emit({"type": "stage", "stage": "loading model", "done": 0, "total": 1})
+    return load_for_job(batch.jobs[0].settings, batch.jobs[0].model_path, comm)
+
+
 def run_batch(batch: Batch, comm: Comm, emit: Emit, loaded=None) -> list[dict | None]:
     """Run each job of ``batch`` in order on one loaded model; a ``pass`` event {index, total}
     precedes each job's own events. Returns each job's result on rank 0 (None elsewhere)."""
     speak = emit if comm.rank == 0 else (lambda event: None)
-    if loaded is None:
-        speak({"type": "stage", "stage": "loading model", "done": 0, "total": 1})
-        loaded = load_for_job(batch.jobs[0].settings, batch.jobs[0].model_path, comm)
+    loaded = loaded or load_for_batch(batch, comm, emit)
     results = []
     for index, job in enumerate(batch.jobs):
         speak({"type": "pass", "index": index, "total": len(batch.jobs)})
