@@ -224,3 +224,82 @@ def test_follow_up_turn_continues_after_the_answer():
     # a fresh question forgets the conversation
     fresh, _ = engine.answer(second.tolist(), max_new_tokens=4)
     assert fresh == naive_answer(reference, keys, values, 120, second, 4)[0]
+
+
+def masked_reference(reference, allowed: torch.Tensor, ids: torch.Tensor):
+    """One forward of ``reference``'s weights in which token t attends to the tokens s with
+    ``allowed[t, s]`` (explicit softmax in float64): (K and V per layer, last logits). The plainest
+    statement of a block pattern, independent of the engine's passes, buffers and merges."""
+    from transformers import AttentionInterface, AutoModelForCausalLM
+
+    captured: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
+
+    def masked(module, q, k, v, attention_mask, scaling=None, dropout=0.0, **kwargs):
+        captured[module.layer_idx] = (k, v)
+        groups = q.shape[1] // k.shape[1]
+        kk, vv = k.repeat_interleave(groups, 1).double(), v.repeat_interleave(groups, 1).double()
+        scores = (q.double() @ kk.transpose(-1, -2)) * (scaling or q.shape[-1] ** -0.5)
+        weights = scores.masked_fill(~allowed, float("-inf")).softmax(-1)
+        return (weights @ vv).to(q.dtype).transpose(1, 2).contiguous(), None
+
+    AttentionInterface.register("test_masked", masked)
+    model = AutoModelForCausalLM.from_config(reference.config, attn_implementation="test_masked").eval()
+    model.load_state_dict(reference.state_dict())
+    with torch.no_grad():
+        logits = model(ids[None]).logits[0, -1]
+    return [captured[i] for i in sorted(captured)], logits
+
+
+def star_pattern(partition, total: int) -> torch.Tensor:
+    """allowed[t, s] for star with relay: a block's token sees the anchor, the relayed tokens before
+    the block and, causally, its own block; tokens after the document see everything before them."""
+    allowed = torch.ones(total, total).tril().bool()
+    n = partition.num_tokens
+    allowed[:n, :n] = False
+    for block in partition.blocks:
+        rows = slice(block.start, block.end)
+        allowed[rows, block.start : block.end] = torch.ones(block.length, block.length).tril().bool()
+        if block.index:
+            allowed[rows, : partition.anchor_size] = True
+            allowed[rows, block.start - block.relay : block.start] = True
+    return allowed
+
+
+@pytest.mark.parametrize(
+    "n,block,anchor,relay,boundaries,pass_tokens",
+    [
+        (300, 64, 64, 16, None, 10_000),  # block 1 relays nothing: the anchor already holds block 0
+        (300, 64, 32, 16, None, 10_000),  # block 1 relays 16 of block 0's tokens past the anchor
+        (300, 64, 16, 64, None, 10_000),  # the whole previous block (block 1: all but the anchor)
+        (300, 64, 16, 40, [70, 121, 140, 190, 260], 64),  # uneven blocks, one block per pass
+        (300, 64, 16, 1000, None, 150),  # relay capped at the previous block; two blocks per pass
+    ],
+)
+def test_relay_equals_the_masked_reference(n, block, anchor, relay, boundaries, pass_tokens):
+    reference, star = tiny_pair("qwen2")
+    doc, question = random_ids(n, 9), random_ids(4, 10)
+    partition = plan_star(n, 1, block_size=block, anchor_size=anchor, relay=relay, boundaries=boundaries)
+    assert any(b.relay for b in partition.blocks)
+    assert all(b.relay <= partition.blocks[b.index - 1].length for b in partition.blocks if b.index)
+    engine = StarEngine(star, kernel="cpu-flash", pass_tokens=pass_tokens)
+    got_logits = engine_logits(engine, doc, partition, question)
+    total = n + question.numel()
+    kv, logits = masked_reference(reference, star_pattern(partition, total), torch.cat([doc, question]))
+    for layer, (k, v) in enumerate(kv):
+        got_k, got_v = engine.state.document.read(layer)
+        torch.testing.assert_close(got_k, k[:, :, :n], **TOL)
+        torch.testing.assert_close(got_v, v[:, :, :n], **TOL)
+    torch.testing.assert_close(got_logits, logits, **TOL)
+    # without relay the same reference gives plain star: the test would catch a relay that did nothing
+    plain = plan_star(n, 1, block_size=block, anchor_size=anchor, boundaries=boundaries)
+    plain_kv, _ = masked_reference(reference, star_pattern(plain, total), torch.cat([doc, question]))
+    assert not torch.allclose(plain_kv[-1][0][:, :, :n], kv[-1][0][:, :, :n], **TOL)
+
+
+def test_relay_settings_are_checked():
+    from starcli.star.partition import PartitionError
+
+    with pytest.raises(PartitionError, match="alternatives"):
+        plan_star(300, 1, block_size=64, overlap=16, relay=16)
+    with pytest.raises(PartitionError, match="negative"):
+        plan_star(300, 1, block_size=64, relay=-1)

@@ -68,12 +68,13 @@ def parse_lengths(text: str) -> list[int]:
 
 
 def parse_configs(attention: str, block_sizes: str | None, anchor_size: int | None,
-                  overlaps: str | None = None, cuts: str | None = None) -> list[tuple]:
-    """One config per dense/ring mode and one per star (block size × overlap × cuts); block ``auto``
-    is the N/4 rule."""
-    from ..star.partition import CUTS, DEFAULT_CUTS, DEFAULT_OVERLAP
+                  overlaps: str | None = None, cuts: str | None = None, relays: str | None = None) -> list[tuple]:
+    """One config per dense/ring mode and one per star (block size × overlap × cuts × relay); block
+    ``auto`` is the N/4 rule. Overlap and relay are alternatives: a config never has both."""
+    from ..star.partition import CUTS, DEFAULT_CUTS, DEFAULT_OVERLAP, DEFAULT_RELAY
 
     overlap_list = [DEFAULT_OVERLAP] if overlaps is None else [parse_count(item, "--overlaps") for item in _items(overlaps, "--overlaps")]
+    relay_list = [DEFAULT_RELAY] if relays is None else [parse_count(item, "--relays") for item in _items(relays, "--relays")]
     cut_list = [DEFAULT_CUTS] if cuts is None else _items(cuts, "--cuts")
     for item in cut_list:
         if item not in CUTS:
@@ -91,7 +92,11 @@ def parse_configs(attention: str, block_sizes: str | None, anchor_size: int | No
     configs: list[tuple] = []
     for mode in _items(attention, "--attention"):
         if mode == "star":
-            configs += [("star", block, anchor_size, overlap, cut) for block in blocks for overlap in overlap_list for cut in cut_list]
+            configs += [
+                ("star", block, anchor_size, overlap, cut, relay)
+                for block in blocks for overlap in overlap_list for cut in cut_list for relay in relay_list
+                if not (overlap and relay)
+            ]
         elif mode in ("dense", "ring"):
             configs.append((mode, None, None))
         else:
@@ -142,6 +147,7 @@ def eval_command(
     block_sizes: Annotated[Optional[str], typer.Option("--block-sizes", help="Comma list of star block sizes, e.g. 512,2k; auto is about N/4 (the default).")] = None,
     anchor_size: Annotated[Optional[int], typer.Option(help="Star anchor size (default: the block size).")] = None,
     overlaps: Annotated[Optional[str], typer.Option("--overlaps", help="Comma list of star overlaps: tokens of the previous block re-encoded before each block (default: the engine's).")] = None,
+    relays: Annotated[Optional[str], typer.Option("--relays", help="Comma list of star relays: tokens at the end of the previous block each block attends to through their cached KV (default: the engine's).")] = None,
     cuts: Annotated[Optional[str], typer.Option("--cuts", help="Comma list of star block cuts: tokens (every block size) or natural (moved to paragraph/line/sentence starts).")] = None,
     data: Annotated[Optional[Path], typer.Option(help="Read samples from this JSONL file instead of generating them.")] = None,
     seed: Annotated[int, typer.Option(help="Seed of the generated samples.")] = 0,
@@ -161,7 +167,7 @@ def eval_command(
         length_list = parse_lengths(lengths or DEFAULT_LENGTHS)
         if samples < 1:
             raise OptionError(f"--samples must be at least 1, got {samples}")
-        configs = make_configs(parse_configs(attention, block_sizes, anchor_size, overlaps, cuts))
+        configs = make_configs(parse_configs(attention, block_sizes, anchor_size, overlaps, cuts, relays))
         device = resolve_device(device)
         kernel_name = resolve_kernel(kernel, device)
     except (ValueError, KernelError) as exc:

@@ -18,7 +18,7 @@ import torch
 from ..prompt import build_prompt, stop_token_ids
 from ..star.engine import StarEngine
 from ..boundaries import natural_boundaries
-from ..star.partition import CUTS, DEFAULT_CUTS, DEFAULT_OVERLAP, PartitionError, plan_partition
+from ..star.partition import CUTS, DEFAULT_CUTS, DEFAULT_OVERLAP, DEFAULT_RELAY, PartitionError, plan_partition
 from .data import score
 from .tasks import FAMILIES, TASKS, Sample, family_of
 
@@ -32,6 +32,7 @@ class EvalConfig:
     anchor_size: int | None = None  # None: the block size
     overlap: int = DEFAULT_OVERLAP  # tokens of the previous block re-encoded in front of each block
     cuts: str = DEFAULT_CUTS  # "tokens": every block_size tokens; "natural": moved to text boundaries
+    relay: int = DEFAULT_RELAY  # tokens of the previous block attended through their cached KV
 
     @property
     def label(self) -> str:
@@ -39,7 +40,8 @@ class EvalConfig:
             return self.attention
         block = str(self.block_size) if self.block_size else "N/4"
         anchor = str(self.anchor_size) if self.anchor_size else (block if self.block_size else "b")
-        extra = (f" o={self.overlap}" if self.overlap else "") + (" natural" if self.cuts == "natural" else "")
+        extra = (f" o={self.overlap}" if self.overlap else "") + (f" r={self.relay}" if self.relay else "")
+        extra += " natural" if self.cuts == "natural" else ""
         return f"star b={block} a={anchor}{extra}"
 
 
@@ -56,6 +58,10 @@ def make_configs(configs: Iterable) -> list[EvalConfig]:
                 raise PartitionError(f"{name.replace('_', ' ')} must be a positive number of tokens, got {value}")
         if config.overlap < 0:
             raise PartitionError(f"overlap must not be negative, got {config.overlap}")
+        if config.relay < 0:
+            raise PartitionError(f"relay must not be negative, got {config.relay}")
+        if config.relay and config.overlap:
+            raise PartitionError("overlap and relay are alternatives: give one of them")
         if config.cuts not in CUTS:
             raise PartitionError(f"unknown cuts {config.cuts!r}: choose {', '.join(CUTS)}")
         if config.attention != "star":
@@ -94,7 +100,7 @@ def run_eval(
             boundaries = natural_boundaries(tokenizer, prompt.document_ids) if config.cuts == "natural" else None
             partition = plan_partition(
                 config.attention, doc.numel(), comm.world_size, config.block_size, config.anchor_size,
-                config.overlap, boundaries,
+                config.overlap, boundaries, config.relay,
             )
             start = time.perf_counter()
             engine.encode_context(doc, partition)
@@ -115,6 +121,7 @@ def run_eval(
                 "anchor_size": partition.anchor_size,
                 "blocks": partition.num_blocks,
                 "overlap": config.overlap if config.attention == "star" else 0,
+                "relay": config.relay if config.attention == "star" else 0,
                 "cuts": config.cuts if config.attention == "star" else None,
                 "block_starts": [b.start for b in partition.blocks],
                 "prompt_tokens": doc.numel() + len(prompt.question_ids),

@@ -10,7 +10,10 @@ what the pass is:
   tokens are the anchor); every other block attends to the anchor plus, causally, itself. The
   anchor's KV is computed once, by rank 0 inside block 0, and broadcast layer by layer during
   every rank's first pass, so the other ranks never encode the anchor themselves and start as
-  soon as rank 0 has finished the anchor's first layer.
+  soon as rank 0 has finished the anchor's first layer. With relay, a block also attends to the
+  last tokens of the previous block through the KV that block produced in the same layer (written
+  to the document buffer before any attention of the pass, so a previous block in the same pass
+  or an earlier pass reads the same way).
 - ``DenseChunkStep``: a chunk of the document attending to all earlier document KV plus itself
   (chunked prefill of full causal attention).
 - ``RingStep``: this rank's zigzag chunks; KV of all ranks is gathered and each chunk attends to
@@ -42,6 +45,8 @@ class BlocksStep:
     segments: list[tuple[int, int]]
     starts_with_block0: bool
     anchor_size: int
+    # per block (same order), tokens before it whose cached KV it also attends to; empty: none
+    relays: list[int] = field(default_factory=list)
 
 
 @dataclass
@@ -145,20 +150,24 @@ class AttentionState:
             offset += length
 
     def _blocks(self, layer, q, k, v, scale, step: BlocksStep):
+        base = self.document.filled  # where this pass's first block lands in the document buffer
         self._keep_blocks(layer, k, v, step.segments)
         out = torch.empty_like(q)
         pos = 0
         lengths = [lead + length for lead, length in step.segments]
+        relays = list(step.relays) or [0] * len(lengths)
         if step.starts_with_block0:
             if self.comm.distributed:  # the other ranks are waiting for this layer's anchor
                 self.comm.broadcast_(k[:, :, : step.anchor_size].contiguous(), src=0)
                 self.comm.broadcast_(v[:, :, : step.anchor_size].contiguous(), src=0)
             first = lengths.pop(0)
+            relays.pop(0)
             out[:, :, :first] = self._attend(q[:, :, :first], k[:, :, :first], v[:, :, :first], True, scale)[0]
             pos = first
         if not lengths:
             return out
         anchor_k, anchor_v = self._anchor_kv(layer, k, step.anchor_size)
+        kept = base + pos  # buffer offset of the current block (relay runs have no leads)
         for length, count in _runs(lengths):
             span = slice(pos, pos + length * count)
             # local causal attention of each block to itself, the blocks batched along dim 0
@@ -168,10 +177,26 @@ class AttentionState:
             )
             local_out, local_lse = _join_blocks(local_out, count), _join_lse(local_lse, count)
             # every block sees the whole anchor: one non-causal call for all of them
-            anchor_out, anchor_lse = self._attend(q[:, :, span], anchor_k, anchor_v, False, scale)
-            out[:, :, span] = merge_partials(local_out, local_lse, anchor_out, anchor_lse)[0]
+            merged, merged_lse = merge_partials(local_out, local_lse, *self._attend(q[:, :, span], anchor_k, anchor_v, False, scale))
+            for j in range(count):
+                relay = relays.pop(0)
+                if relay:
+                    own = slice(j * length, (j + 1) * length)
+                    merged[:, :, own] = self._relay(layer, q[:, :, pos + own.start : pos + own.stop], merged[:, :, own],
+                                                    merged_lse[:, :, own], kept + j * length, relay, scale)
+            out[:, :, span] = merged
             pos += length * count
+            kept += length * count
         return out
+
+    def _relay(self, layer, q, out, lse, offset: int, relay: int, scale: float) -> torch.Tensor:
+        """``out`` (over anchor and block) merged with attention to the ``relay`` cached tokens
+        before buffer ``offset``: the previous block's last tokens as it computed them."""
+        if offset < relay:
+            raise RuntimeError("relay needs the previous block on the same rank")
+        keys, values = self.document.read(layer, end=offset)
+        relay_out, relay_lse = self._attend(q, keys[:, :, offset - relay :], values[:, :, offset - relay :], False, scale)
+        return merge_partials(out, lse, relay_out, relay_lse)[0]
 
     def _dense_chunk(self, layer, q, k, v, scale):
         offset = self.document.filled

@@ -140,6 +140,8 @@ class StarEngine:
     def _encode_star(self, doc_ids, partition: Partition, stats: EncodeStats, on_progress) -> None:
         plan = partition.ranks[self.comm.rank]
         anchor = partition.anchor_size
+        if partition.relay and self.comm.world_size > 1:
+            raise EngineError("star with relay runs in one process for now; leave out the relay with several ranks")
         self.state.anchor_in_document = bool(plan.blocks) and plan.blocks[0].index == 0
         if plan.needs_anchor:
             stats.anchor_tokens = anchor  # arrives layer by layer during the first pass
@@ -152,7 +154,8 @@ class StarEngine:
                 positions = torch.cat([self._positions(b.start - b.lead, b.end) for b in group])
             else:
                 ids, positions = doc_ids[group[0].start : group[-1].end], self._positions(group[0].start, group[-1].end)
-            step = BlocksStep([(b.lead, b.length) for b in group], starts_with_block0=group[0].index == 0, anchor_size=anchor)
+            step = BlocksStep([(b.lead, b.length) for b in group], starts_with_block0=group[0].index == 0, anchor_size=anchor,
+                              relays=[b.relay for b in group])
             self._forward(ids, positions, step, want_logits=False)
             self.state.document.filled += sum(b.length for b in group)
             done += len(group)

@@ -19,6 +19,7 @@ BLOCK_MULTIPLE = 128
 CUTS = ("tokens", "natural")
 DEFAULT_CUTS = "tokens"
 DEFAULT_OVERLAP = 0  # tokens of the previous block re-encoded in front of each block
+DEFAULT_RELAY = 0  # tokens of the previous block whose cached KV each block also attends to
 
 
 class PartitionError(ValueError):
@@ -32,12 +33,18 @@ class Block:
     ``lead`` (star with overlap) is how many tokens before ``start`` are encoded again in front of
     the block as left context and then dropped: the block's first tokens then see the end of the
     previous block instead of nothing but the anchor.
+
+    ``relay`` (star with relay) is how many tokens before ``start`` the block attends to through
+    their cached KV, as the previous block computed it in the same layer: nothing is encoded twice,
+    and since that KV already saw the block before it, what a block sees reaches back one block per
+    layer. It makes block i wait, layer by layer, for block i-1.
     """
 
     index: int
     start: int
     end: int
     lead: int = 0
+    relay: int = 0
 
     @property
     def length(self) -> int:
@@ -77,6 +84,7 @@ class Partition:
     attention: str
     ranks: tuple[RankPlan, ...]
     overlap: int = 0
+    relay: int = 0
 
     @property
     def blocks(self) -> tuple[Block, ...]:
@@ -153,18 +161,24 @@ def snap_cuts(num_tokens: int, block_size: int, boundaries=None, slack: float = 
 
 def plan_star(
     num_tokens: int, world_size: int = 1, block_size: int | None = None, anchor_size: int | None = None,
-    overlap: int = DEFAULT_OVERLAP, boundaries=None,
+    overlap: int = DEFAULT_OVERLAP, boundaries=None, relay: int = DEFAULT_RELAY,
 ) -> Partition:
     """Blocks of ``block_size`` (last one partial, never dropped), anchor ≤ block, contiguous ranks.
 
     ``boundaries``: token positions where a cut is preferred (see ``snap_cuts``). ``overlap``: each
     block after the anchor re-encodes up to this many tokens before it as left context (never
-    tokens the anchor already holds, which the block sees anyway).
+    tokens the anchor already holds, which the block sees anyway). ``relay``: each block after the
+    anchor also attends to the cached KV of up to this many tokens at the end of the previous
+    block (again never anchor tokens). Overlap and relay are alternatives, not combined.
     A document shorter than one block is one block: star attention is then exactly dense attention.
     """
     _check_sizes(num_tokens, world_size, block_size, anchor_size)
     if overlap < 0:
         raise PartitionError(f"--overlap must not be negative, got {overlap}")
+    if relay < 0:
+        raise PartitionError(f"--relay must not be negative, got {relay}")
+    if relay and overlap:
+        raise PartitionError("--overlap and --relay are alternatives: give one of them")
     block_size = block_size or default_block_size(num_tokens)
     anchor_size = anchor_size or block_size
     if anchor_size > block_size:
@@ -174,7 +188,12 @@ def plan_star(
     # the anchor is the first tokens of block 0, so it cannot be longer than block 0 itself
     anchor_size = min(anchor_size, ends[0])
     blocks = [
-        Block(i, s, e, lead=min(overlap, max(0, s - anchor_size)) if i else 0)
+        Block(
+            i, s, e,
+            lead=min(overlap, max(0, s - anchor_size)) if i else 0,
+            # within the previous block only, so that block i depends on block i-1 alone
+            relay=max(0, s - max(anchor_size, starts[i - 1], s - relay)) if i else 0,
+        )
         for i, (s, e) in enumerate(zip(starts, ends))
     ]
     ranks = []
@@ -182,7 +201,7 @@ def plan_star(
         mine = tuple(blocks[lo:hi])
         holds_block0 = bool(mine) and mine[0].index == 0
         ranks.append(RankPlan(rank, mine, needs_anchor=bool(mine) and not holds_block0))
-    return Partition(num_tokens, block_size, anchor_size, world_size, "star", tuple(ranks), overlap)
+    return Partition(num_tokens, block_size, anchor_size, world_size, "star", tuple(ranks), overlap, relay)
 
 
 def plan_dense(num_tokens: int, chunk_size: int | None = None) -> Partition:
@@ -212,10 +231,10 @@ def plan_ring(num_tokens: int, world_size: int) -> Partition:
 
 def plan_partition(
     attention: str, num_tokens: int, world_size: int = 1, block_size: int | None = None, anchor_size: int | None = None,
-    overlap: int = DEFAULT_OVERLAP, boundaries=None,
+    overlap: int = DEFAULT_OVERLAP, boundaries=None, relay: int = DEFAULT_RELAY,
 ) -> Partition:
     if attention == "star":
-        return plan_star(num_tokens, world_size, block_size, anchor_size, overlap, boundaries)
+        return plan_star(num_tokens, world_size, block_size, anchor_size, overlap, boundaries, relay)
     if attention == "ring":
         return plan_ring(num_tokens, world_size)
     if attention == "dense":
