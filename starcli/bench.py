@@ -29,7 +29,7 @@ import statistics
 import subprocess
 import sys
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Annotated, Any, Callable, Optional
 
@@ -189,8 +189,9 @@ def _triangle(n: int) -> int:
 def score_entries(partition: Partition, rank: int) -> int:
     """(query, key) pairs ``rank`` computes in phase 1 under ``partition``'s attention pattern.
 
-    star: block 0 causal; every other block sees the whole anchor (a·|b|) plus itself causally (the
-    anchor's KV comes from rank 0, so no rank encodes it twice). dense and ring: exact causal
+    star: block 0 causal; every other block sees the whole anchor (a·|b|), its relayed tokens of the
+    previous block (r·|b|) and itself causally (the anchor's KV comes from rank 0, so no rank
+    encodes it twice). dense and ring: exact causal
     attention, a chunk [s, e) costing its own triangle plus (e - s)·s for the tokens before it.
     """
     plan = partition.ranks[rank]
@@ -198,7 +199,7 @@ def score_entries(partition: Partition, rank: int) -> int:
         a = partition.anchor_size
         total = 0
         for block in plan.blocks:
-            total += _triangle(block.encoded) + (0 if block.index == 0 else a * block.encoded)
+            total += _triangle(block.encoded) + (0 if block.index == 0 else (a + block.relay) * block.encoded)
         return total
     return sum(_triangle(b.length) + b.length * b.start for b in plan.blocks)
 
@@ -331,6 +332,7 @@ class BenchSettings:
     modes: list[str]
     block_sizes: list[Optional[int]]  # None: the N/4 rule
     anchor_size: Optional[int] = None
+    relays: list[int] = field(default_factory=lambda: [0])  # star relays (tokens of the previous block)
     shape: Optional[str] = "tiny"
     model_path: Optional[str] = None
     device: str = "cpu"  # "cpu" or "cuda"
@@ -367,6 +369,10 @@ class CellSpec:
     def anchor(self) -> Optional[int]:
         return self.partition.anchor_size if self.partition and self.mode == "star" else None
 
+    @property
+    def relay(self) -> Optional[int]:
+        return self.partition.relay if self.partition and self.mode == "star" else None
+
 
 def plan_cells(settings: BenchSettings, world_size: int) -> list[CellSpec]:
     """Every cell in run order; raises BenchError for block/anchor settings no partition accepts."""
@@ -383,11 +389,12 @@ def plan_cells(settings: BenchSettings, world_size: int) -> list[CellSpec]:
                 cells.append(CellSpec(mode, length, plan_ring(length, world_size)))
             else:
                 for block in settings.block_sizes:
-                    try:
-                        partition = plan_star(length, world_size, block, settings.anchor_size)
-                    except PartitionError as exc:
-                        raise BenchError(f"length {length}: {exc}") from None
-                    cells.append(CellSpec(mode, length, partition, "N/4" if block is None else "given"))
+                    for relay in settings.relays:
+                        try:
+                            partition = plan_star(length, world_size, block, settings.anchor_size, relay=relay)
+                        except PartitionError as exc:
+                            raise BenchError(f"length {length}: {exc}") from None
+                        cells.append(CellSpec(mode, length, partition, "N/4" if block is None else "given"))
     return cells
 
 
@@ -567,7 +574,7 @@ def summarise_cell(spec: CellSpec, samples: list[list[dict]], *, dims: ModelDims
                    free_bytes: Optional[int]) -> dict:
     """``samples[rank][repeat]`` -> one JSON-ready cell (medians over repeats)."""
     cell: dict[str, Any] = {
-        "mode": spec.mode, "length": spec.length, "block": spec.block, "anchor": spec.anchor,
+        "mode": spec.mode, "length": spec.length, "block": spec.block, "anchor": spec.anchor, "relay": spec.relay,
         "block_rule": spec.block_rule, "ranks": world_size, "status": "ok", "note": None,
     }
     if spec.skip_reason:
@@ -643,6 +650,7 @@ TABLE_COLUMNS: list[tuple[str, Callable[[dict], str]]] = [
     ("length", lambda c: str(c["length"])),
     ("block", lambda c: _fmt(c.get("block"))),
     ("anchor", lambda c: _fmt(c.get("anchor"))),
+    ("relay", lambda c: _fmt(c.get("relay"))),
     ("ranks", lambda c: str(c["ranks"])),
     ("ttft_s", lambda c: _fmt(c.get("ttft_s"), ".4g")),
     ("phase1_s", lambda c: _fmt(c.get("phase1_s"), ".4g")),
@@ -844,6 +852,7 @@ def bench_command(
     modes: Annotated[str, typer.Option("--modes", help="Comma list of dense, star, ring, hf-dense.")] = "dense,star,ring",
     block_sizes: Annotated[Optional[str], typer.Option("--block-sizes", help="Star block sizes, comma list (default: N/4).")] = None,
     anchor_size: Annotated[Optional[str], typer.Option("--anchor-size", help="Star anchor tokens (default: the block size).")] = None,
+    relays: Annotated[Optional[str], typer.Option("--relays", help="Star relays, comma list: tokens of the previous block each block also attends to (default 0).")] = None,
     ranks: Annotated[int, typer.Option("--ranks", help="Processes (one per GPU); >1 relaunches under torch.distributed.run.")] = 1,
     device: Annotated[str, typer.Option("--device", help="auto, cuda or cpu.")] = "auto",
     dtype: Annotated[str, typer.Option("--dtype", help="auto (bfloat16 on cuda, float32 on cpu), bfloat16, float16, float32.")] = "auto",
@@ -862,7 +871,7 @@ def bench_command(
     try:
         settings = _settings(shape, model, lengths, modes, block_sizes, anchor_size, ranks, device, dtype, kernel,
                              question_tokens, decode_tokens, decode_warmup, repeats, pass_tokens, json_path, seed,
-                             matmul_size)
+                             matmul_size, relays)
     except BenchError as exc:
         _fail(str(exc))
     inside_launcher = "WORLD_SIZE" in os.environ
@@ -908,7 +917,7 @@ def bench_command(
 
 def _settings(shape, model, lengths, modes, block_sizes, anchor_size, ranks, device, dtype, kernel,
               question_tokens, decode_tokens, decode_warmup, repeats, pass_tokens, json_path, seed,
-              matmul_size=None) -> BenchSettings:
+              matmul_size=None, relays=None) -> BenchSettings:
     if model is not None and shape is not None:
         raise BenchError("give --shape or --model, not both")
     if model is not None and not Path(model).is_dir():
@@ -937,6 +946,10 @@ def _settings(shape, model, lengths, modes, block_sizes, anchor_size, ranks, dev
     anchors = lengths_of("--anchor-size", anchor_size)
     if len(anchors) != 1:
         raise BenchError("--anchor-size takes one value")
+    relay_list = [0] if not relays else [0 if item.strip() == "0" else lengths_of("--relays", item)[0]
+                                         for item in relays.split(",")]
+    if ranks > 1 and any(relay_list):
+        raise BenchError("--relays runs in one process for now; use --ranks 1")
     resolved_device = _resolve_device(device)
     dtype = dtype.lower()
     if dtype == "auto":
@@ -950,7 +963,7 @@ def _settings(shape, model, lengths, modes, block_sizes, anchor_size, ranks, dev
         raise BenchError(f"--kernel: {exc}") from None
     return BenchSettings(
         lengths=length_list, modes=parse_modes(modes), block_sizes=list(dict.fromkeys(blocks)), anchor_size=anchors[0],
-        shape=shape, model_path=str(Path(model).resolve()) if model is not None else None, device=resolved_device,
+        relays=list(dict.fromkeys(relay_list)), shape=shape, model_path=str(Path(model).resolve()) if model is not None else None, device=resolved_device,
         dtype=dtype, kernel=kernel, question_tokens=question_tokens, decode_tokens=decode_tokens,
         decode_warmup=decode_warmup, repeats=repeats, pass_tokens=pass_tokens, seed=seed,
         json_path=str(Path(json_path).resolve()) if json_path is not None else None, matmul_size=matmul_size,

@@ -55,7 +55,8 @@ def brute_force_entries(partition, rank):
             k = torch.arange(partition.num_tokens).unsqueeze(0)
             local = (k >= block.start) & (k <= q)
             anchor = (k < a) if block.index > 0 else torch.zeros_like(local)
-            total += int((local | anchor).sum())
+            relay = (k >= block.start - block.relay) & (k < block.start)
+            total += int((local | anchor | relay).sum())
         return total
     for block in plan.blocks:  # exact causal: each query sees every key at or before it
         q = torch.arange(block.start, block.end).unsqueeze(1)
@@ -70,6 +71,20 @@ def test_star_entries_match_masks(n, world, block, anchor):
     partition = plan_star(n, world, block, anchor)
     for rank in range(world):
         assert score_entries(partition, rank) == brute_force_entries(partition, rank)
+
+
+@pytest.mark.parametrize("n,block,anchor,relay", [(300, 64, 32, 64), (300, 64, None, 64), (257, 64, 16, 40)])
+def test_star_entries_with_relay_match_masks(n, block, anchor, relay):
+    partition = plan_star(n, 1, block, anchor, relay=relay)
+    assert score_entries(partition, 0) == brute_force_entries(partition, 0) > score_entries(plan_star(n, 1, block, anchor), 0)
+
+
+def test_relay_ratio_at_a_quarter_blocks():
+    """N/4 blocks, anchor = block: relay = block raises star's score entries from 5/16 to 7/16 of N²."""
+    n = 16384
+    dense = n * n / 2
+    assert score_entries(plan_star(n), 0) / dense == pytest.approx(0.625, abs=1e-3)
+    assert score_entries(plan_star(n, relay=4096), 0) / dense == pytest.approx(0.875, abs=1e-3)
 
 
 @pytest.mark.parametrize("n,world", [(1, 1), (300, 1), (301, 2), (257, 3)])
@@ -176,6 +191,8 @@ def test_model_folder(tmp_path, one_thread):
     (["--device", "tpu"], "--device"),
     (["--dtype", "int8"], "--dtype"),
     (["--kernel", "cudnn", "--device", "cpu"], "CUDA"),
+    (["--relays", "0,512", "--ranks", "2"], "one process"),
+    (["--relays", "1x"], "--relays"),
 ])
 def test_bad_options_exit_2_with_one_line(args, words):
     app = typer.Typer()
