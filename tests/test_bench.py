@@ -13,7 +13,7 @@ from starcli import bench
 from starcli.bench import SHAPES, BenchError, ModelDims, parse_lengths, phase1_flops, score_entries
 from starcli.star.partition import plan_dense, plan_ring, plan_star
 
-CELL_KEYS = {"mode", "length", "block", "anchor", "ranks", "status", "ttft_s", "phase1_s", "phase1_tok_s",
+CELL_KEYS = {"mode", "length", "block", "anchor", "relay", "ranks", "status", "ttft_s", "phase1_s", "phase1_tok_s",
              "decode_ms_tok", "peak_mem_gib", "peak_mem_gib_per_rank", "flops", "tflops", "tflops_per_gpu",
              "pct_peak", "speedup_vs_dense", "speedup_vs_hf_dense", "speedup_vs_ring", "repeats"}
 TOP_KEYS = {"device", "torch", "transformers", "date", "git_commit", "command", "matmul_peak_tflops", "options",
@@ -153,7 +153,7 @@ def test_single_process_run(tmp_path, capsys, one_thread):
     assert cells[0]["speedup_vs_dense"] == pytest.approx(1.0) and cells[3]["speedup_vs_ring"] == pytest.approx(1.0)
     assert cells[4]["speedup_vs_hf_dense"] == pytest.approx(1.0) and cells[4]["decode_ms_tok"] is None
     table = capsys.readouterr().out.splitlines()
-    assert table[1].split()[:5] == ["mode", "length", "block", "anchor", "ranks"]
+    assert table[1].split()[:6] == ["mode", "length", "block", "anchor", "relay", "ranks"]
     assert "x_ring" in table[1] and len(table) == 2 + len(cells)
 
 
