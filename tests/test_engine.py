@@ -252,7 +252,8 @@ def masked_reference(reference, allowed: torch.Tensor, ids: torch.Tensor):
 
 def star_pattern(partition, total: int) -> torch.Tensor:
     """allowed[t, s] for star with relay: a block's token sees the anchor, the relayed tokens before
-    the block and, causally, its own block; tokens after the document see everything before them."""
+    the block (with a relay window, those at most ``relay`` positions before it) and, causally, its
+    own block; tokens after the document see everything before them."""
     allowed = torch.ones(total, total).tril().bool()
     n = partition.num_tokens
     allowed[:n, :n] = False
@@ -261,7 +262,10 @@ def star_pattern(partition, total: int) -> torch.Tensor:
         allowed[rows, block.start : block.end] = torch.ones(block.length, block.length).tril().bool()
         if block.index:
             allowed[rows, : partition.anchor_size] = True
-            allowed[rows, block.start - block.relay : block.start] = True
+            if not partition.relay_window:
+                allowed[rows, block.start - block.relay : block.start] = True
+            for t in range(block.start, block.end) if partition.relay_window else ():
+                allowed[t, max(block.start - block.relay, t - block.relay) : block.start] = True
     return allowed
 
 
@@ -275,10 +279,13 @@ def star_pattern(partition, total: int) -> torch.Tensor:
         (300, 64, 16, 1000, None, 150),  # relay capped at the previous block; two blocks per pass
     ],
 )
-def test_relay_equals_the_masked_reference(n, block, anchor, relay, boundaries, pass_tokens):
+@pytest.mark.parametrize("window", [False, True], ids=["full", "window"])
+def test_relay_equals_the_masked_reference(n, block, anchor, relay, boundaries, pass_tokens, window):
     reference, star = tiny_pair("qwen2")
     doc, question = random_ids(n, 9), random_ids(4, 10)
-    partition = plan_star(n, 1, block_size=block, anchor_size=anchor, relay=relay, boundaries=boundaries)
+    partition = plan_star(n, 1, block_size=block, anchor_size=anchor, relay=relay, boundaries=boundaries,
+                          relay_window=window)
+    assert partition.relay_window == window
     assert any(b.relay for b in partition.blocks)
     assert all(b.relay <= partition.blocks[b.index - 1].length for b in partition.blocks if b.index)
     engine = StarEngine(star, kernel="cpu-flash", pass_tokens=pass_tokens)

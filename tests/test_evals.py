@@ -377,6 +377,7 @@ def fake_models(monkeypatch, tiny_star, byte_tokenizer):
         (["--overlaps", "-3"], "--overlaps: cannot read '-3'"),
         (["--cuts", "tokens,words"], "--cuts: unknown value 'words'"),
         (["--relays", "1x"], "--relays: cannot read '1x'"),
+        (["--relays", "0,w"], "--relays: cannot read 'w'"),
     ],
 )
 def test_command_rejects_bad_options(args, message):
@@ -426,13 +427,15 @@ def test_command_compares_overlaps_and_cuts(fake_models, tmp_path):
 def test_command_compares_relays_without_pairing_them_with_overlaps(fake_models, tmp_path):
     out = tmp_path / "results.json"
     args = ["eval", "--tasks", "niah_single", "--lengths", "640", "--samples", "1", "--block-sizes", "128",
-            "--overlaps", "0,32", "--relays", "0,64", "--device", "cpu", "--out", str(out)]
+            "--overlaps", "0,32", "--relays", "0,64,w64", "--device", "cpu", "--out", str(out)]
     result = CliRunner().invoke(_app(), args)
     assert result.exit_code == 0, result.output
     saved = json.loads(out.read_text())
-    assert saved["configs"] == ["dense", "star b=128 a=128", "star b=128 a=128 r=64", "star b=128 a=128 o=32"]
+    assert saved["configs"] == ["dense", "star b=128 a=128", "star b=128 a=128 r=64", "star b=128 a=128 w=64",
+                                "star b=128 a=128 o=32"]
     by_config = {r["config"]: r for r in saved["samples"]}
     assert by_config["star b=128 a=128 r=64"]["relay"] == 64 and by_config["star b=128 a=128"]["relay"] == 0
+    assert by_config["star b=128 a=128 w=64"]["relay_window"] and by_config["star b=128 a=128 w=64"]["relay"] == 64 and not by_config["star b=128 a=128 r=64"]["relay_window"]
 
 
 def test_command_json_from_data(fake_models, tmp_path, byte_tokenizer):

@@ -33,6 +33,7 @@ class EvalConfig:
     overlap: int = DEFAULT_OVERLAP  # tokens of the previous block re-encoded in front of each block
     cuts: str = DEFAULT_CUTS  # "tokens": every block_size tokens; "natural": moved to text boundaries
     relay: int = DEFAULT_RELAY  # tokens of the previous block attended through their cached KV
+    relay_window: bool = False  # each token sees only the relayed tokens within ``relay`` of it
 
     @property
     def label(self) -> str:
@@ -40,7 +41,7 @@ class EvalConfig:
             return self.attention
         block = str(self.block_size) if self.block_size else "N/4"
         anchor = str(self.anchor_size) if self.anchor_size else (block if self.block_size else "b")
-        extra = (f" o={self.overlap}" if self.overlap else "") + (f" r={self.relay}" if self.relay else "")
+        extra = (f" o={self.overlap}" if self.overlap else "") + (f" {'w' if self.relay_window else 'r'}={self.relay}" if self.relay else "")
         extra += " natural" if self.cuts == "natural" else ""
         return f"star b={block} a={anchor}{extra}"
 
@@ -100,7 +101,7 @@ def run_eval(
             boundaries = natural_boundaries(tokenizer, prompt.document_ids) if config.cuts == "natural" else None
             partition = plan_partition(
                 config.attention, doc.numel(), comm.world_size, config.block_size, config.anchor_size,
-                config.overlap, boundaries, config.relay,
+                config.overlap, boundaries, config.relay, config.relay_window,
             )
             start = time.perf_counter()
             engine.encode_context(doc, partition)
@@ -122,6 +123,7 @@ def run_eval(
                 "blocks": partition.num_blocks,
                 "overlap": config.overlap if config.attention == "star" else 0,
                 "relay": config.relay if config.attention == "star" else 0,
+                "relay_window": partition.relay_window,
                 "cuts": config.cuts if config.attention == "star" else None,
                 "block_starts": [b.start for b in partition.blocks],
                 "prompt_tokens": doc.numel() + len(prompt.question_ids),

@@ -47,6 +47,7 @@ class BlocksStep:
     anchor_size: int
     # per block (same order), tokens before it whose cached KV it also attends to; empty: none
     relays: list[int] = field(default_factory=list)
+    relay_window: bool = False  # token j sees only the relayed tokens within ``relay`` positions of it
 
 
 @dataclass
@@ -181,21 +182,34 @@ class AttentionState:
             for j in range(count):
                 relay = relays.pop(0)
                 if relay:
-                    own = slice(j * length, (j + 1) * length)
+                    # a window reaches the previous block from the first ``relay`` tokens only
+                    reach = min(relay, length) if step.relay_window else length
+                    own = slice(j * length, j * length + reach)
                     merged[:, :, own] = self._relay(layer, q[:, :, pos + own.start : pos + own.stop], merged[:, :, own],
-                                                    merged_lse[:, :, own], kept + j * length, relay, scale)
+                                                    merged_lse[:, :, own], kept + j * length, relay, scale,
+                                                    step.relay_window)
             out[:, :, span] = merged
             pos += length * count
             kept += length * count
         return out
 
-    def _relay(self, layer, q, out, lse, offset: int, relay: int, scale: float) -> torch.Tensor:
+    def _relay(self, layer, q, out, lse, offset: int, relay: int, scale: float, window: bool) -> torch.Tensor:
         """``out`` (over anchor and block) merged with attention to the ``relay`` cached tokens
-        before buffer ``offset``: the previous block's last tokens as it computed them."""
+        before buffer ``offset``: the previous block's last tokens as it computed them.
+
+        With ``window``, ``q`` is the block's first tokens (at most ``relay``) and query j sees the
+        relayed keys from j on: the mirror image of causal attention, so reversing queries and keys
+        turns it into a causal call."""
         if offset < relay:
             raise RuntimeError("relay needs the previous block on the same rank")
         keys, values = self.document.read(layer, end=offset)
-        relay_out, relay_lse = self._attend(q, keys[:, :, offset - relay :], values[:, :, offset - relay :], False, scale)
+        keys, values = keys[:, :, offset - relay :], values[:, :, offset - relay :]
+        if not window:
+            relay_out, relay_lse = self._attend(q, keys, values, False, scale)
+        else:
+            # with fewer queries than keys (a short block) the reversed mask is bottom-right causal
+            relay_out, relay_lse = self._attend(q.flip(2), keys.flip(2), values.flip(2), True, scale)
+            relay_out, relay_lse = relay_out.flip(2), relay_lse.flip(2)
         return merge_partials(out, lse, relay_out, relay_lse)[0]
 
     def _dense_chunk(self, layer, q, k, v, scale):

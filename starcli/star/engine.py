@@ -155,7 +155,7 @@ class StarEngine:
             else:
                 ids, positions = doc_ids[group[0].start : group[-1].end], self._positions(group[0].start, group[-1].end)
             step = BlocksStep([(b.lead, b.length) for b in group], starts_with_block0=group[0].index == 0, anchor_size=anchor,
-                              relays=[b.relay for b in group])
+                              relays=[b.relay for b in group], relay_window=partition.relay_window)
             self._forward(ids, positions, step, want_logits=False)
             self.state.document.filled += sum(b.length for b in group)
             done += len(group)

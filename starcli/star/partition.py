@@ -37,7 +37,10 @@ class Block:
     ``relay`` (star with relay) is how many tokens before ``start`` the block attends to through
     their cached KV, as the previous block computed it in the same layer: nothing is encoded twice,
     and since that KV already saw the block before it, what a block sees reaches back one block per
-    layer. It makes block i wait, layer by layer, for block i-1.
+    layer. It makes block i wait, layer by layer, for block i-1. With a relay *window*
+    (``Partition.relay_window``) token j of the block sees only the relayed tokens at most
+    ``relay`` positions before it, so every token has the same reach back (a sliding window) and
+    the relay costs half as much.
     """
 
     index: int
@@ -85,6 +88,7 @@ class Partition:
     ranks: tuple[RankPlan, ...]
     overlap: int = 0
     relay: int = 0
+    relay_window: bool = False
 
     @property
     def blocks(self) -> tuple[Block, ...]:
@@ -161,7 +165,7 @@ def snap_cuts(num_tokens: int, block_size: int, boundaries=None, slack: float = 
 
 def plan_star(
     num_tokens: int, world_size: int = 1, block_size: int | None = None, anchor_size: int | None = None,
-    overlap: int = DEFAULT_OVERLAP, boundaries=None, relay: int = DEFAULT_RELAY,
+    overlap: int = DEFAULT_OVERLAP, boundaries=None, relay: int = DEFAULT_RELAY, relay_window: bool = False,
 ) -> Partition:
     """Blocks of ``block_size`` (last one partial, never dropped), anchor ≤ block, contiguous ranks.
 
@@ -169,7 +173,8 @@ def plan_star(
     block after the anchor re-encodes up to this many tokens before it as left context (never
     tokens the anchor already holds, which the block sees anyway). ``relay``: each block after the
     anchor also attends to the cached KV of up to this many tokens at the end of the previous
-    block (again never anchor tokens). Overlap and relay are alternatives, not combined.
+    block (again never anchor tokens); ``relay_window``: as a sliding window (see ``Block``).
+    Overlap and relay are alternatives, not combined.
     A document shorter than one block is one block: star attention is then exactly dense attention.
     """
     _check_sizes(num_tokens, world_size, block_size, anchor_size)
@@ -201,7 +206,8 @@ def plan_star(
         mine = tuple(blocks[lo:hi])
         holds_block0 = bool(mine) and mine[0].index == 0
         ranks.append(RankPlan(rank, mine, needs_anchor=bool(mine) and not holds_block0))
-    return Partition(num_tokens, block_size, anchor_size, world_size, "star", tuple(ranks), overlap, relay)
+    return Partition(num_tokens, block_size, anchor_size, world_size, "star", tuple(ranks), overlap, relay,
+                     relay_window=bool(relay) and relay_window)
 
 
 def plan_dense(num_tokens: int, chunk_size: int | None = None) -> Partition:
@@ -231,10 +237,10 @@ def plan_ring(num_tokens: int, world_size: int) -> Partition:
 
 def plan_partition(
     attention: str, num_tokens: int, world_size: int = 1, block_size: int | None = None, anchor_size: int | None = None,
-    overlap: int = DEFAULT_OVERLAP, boundaries=None, relay: int = DEFAULT_RELAY,
+    overlap: int = DEFAULT_OVERLAP, boundaries=None, relay: int = DEFAULT_RELAY, relay_window: bool = False,
 ) -> Partition:
     if attention == "star":
-        return plan_star(num_tokens, world_size, block_size, anchor_size, overlap, boundaries, relay)
+        return plan_star(num_tokens, world_size, block_size, anchor_size, overlap, boundaries, relay, relay_window)
     if attention == "ring":
         return plan_ring(num_tokens, world_size)
     if attention == "dense":
