@@ -206,6 +206,8 @@ def _validate(request: AskRequest) -> None:
         value = getattr(settings, name)
         if value is not None and value <= 0:
             raise UserError(f"--{name.replace('_', '-')} must be a positive number of tokens, got {value}", code=2)
+    if settings.relay is not None and settings.relay < 0:
+        raise UserError(f"--relay must not be negative, got {settings.relay}", code=2)
     if settings.attention not in ("star", "dense", "ring"):
         raise UserError(f"--attention must be star, dense or ring, got {settings.attention!r}", code=2)
     if request.long not in (*LONG_MODES, "summary"):
@@ -295,7 +297,7 @@ class Executor:
     def check_partition(self, document_tokens: int) -> None:
         s = self.settings
         try:
-            plan_partition(s.attention, document_tokens, self.ranks, s.block_size, s.anchor_size)
+            plan_partition(s.attention, document_tokens, self.ranks, s.block_size, s.anchor_size, relay=s.relay)
         except ValueError as exc:
             raise UserError(str(exc), code=2)
 
@@ -362,7 +364,8 @@ def count(sources: list[str], settings: RunSettings, ingest: IngestOptions, plac
     settings.device = resolve_device(settings.device)
     world = world_size_for(placement, settings.device, len(doc_ids)) * placement.nnodes
     try:
-        partition = plan_partition(settings.attention, len(doc_ids), world, settings.block_size, settings.anchor_size)
+        partition = plan_partition(settings.attention, len(doc_ids), world, settings.block_size, settings.anchor_size,
+                                   relay=settings.relay)
     except ValueError as exc:
         raise UserError(str(exc), code=2)
     return {
@@ -374,6 +377,7 @@ def count(sources: list[str], settings: RunSettings, ingest: IngestOptions, plac
         "attention": partition.attention,
         "block_size": partition.block_size,
         "anchor_size": partition.anchor_size,
+        "relay": partition.relay if partition.attention == "star" else 0,
         "blocks": partition.num_blocks,
         "ranks": world,
         "blocks_per_rank": [len(r.blocks) for r in partition.ranks],
@@ -420,7 +424,8 @@ def chat(request: AskRequest, renderer: Renderer, read_line, stdin=None) -> None
     model, _, _, _ = load_for_job(settings, str(spec.path), comm)
     renderer({"type": "stage", "stage": "loading model", "done": 1, "total": 1})
     engine = StarEngine(model, comm, kernel=settings.kernel, pass_tokens=settings.pass_tokens)
-    partition = plan_partition(settings.attention, len(doc_ids), 1, settings.block_size, settings.anchor_size)
+    partition = plan_partition(settings.attention, len(doc_ids), 1, settings.block_size, settings.anchor_size,
+                               relay=settings.relay)
     encode = engine.encode_context(torch.tensor(doc_ids), partition,
                                    lambda d, t: renderer({"type": "stage", "stage": "encoding blocks", "done": d, "total": t}))
     renderer.note(f"encoded {len(doc_ids)} document tokens in {encode.seconds:.2f} s; ask away (/exit or Ctrl-D to leave)")

@@ -190,8 +190,9 @@ def score_entries(partition: Partition, rank: int) -> int:
     """(query, key) pairs ``rank`` computes in phase 1 under ``partition``'s attention pattern.
 
     star: block 0 causal; every other block sees the whole anchor (a·|b|), its relayed tokens of the
-    previous block (r·|b|) and itself causally (the anchor's KV comes from rank 0, so no rank
-    encodes it twice). dense and ring: exact causal
+    previous block (r·|b|; as a window, query j of the block only the r - j of them within r of it)
+    and itself causally (the anchor's KV comes from rank 0, so no rank encodes it twice). dense
+    and ring: exact causal
     attention, a chunk [s, e) costing its own triangle plus (e - s)·s for the tokens before it.
     """
     plan = partition.ranks[rank]
@@ -199,7 +200,11 @@ def score_entries(partition: Partition, rank: int) -> int:
         a = partition.anchor_size
         total = 0
         for block in plan.blocks:
-            total += _triangle(block.encoded) + (0 if block.index == 0 else (a + block.relay) * block.encoded)
+            relayed = block.relay * block.encoded
+            if partition.relay_window:  # queries j < min(r, |b|) see r - j relayed keys
+                reach = min(block.relay, block.encoded)
+                relayed = _triangle(block.relay) - _triangle(block.relay - reach)
+            total += _triangle(block.encoded) + (0 if block.index == 0 else a * block.encoded + relayed)
         return total
     return sum(_triangle(b.length) + b.length * b.start for b in plan.blocks)
 
@@ -332,7 +337,8 @@ class BenchSettings:
     modes: list[str]
     block_sizes: list[Optional[int]]  # None: the N/4 rule
     anchor_size: Optional[int] = None
-    relays: list[int] = field(default_factory=lambda: [0])  # star relays (tokens of the previous block)
+    # star relays (tokens of the previous block); None: the engine's default (partition.DEFAULT_RELAY)
+    relays: list[Optional[int]] = field(default_factory=lambda: [None])
     shape: Optional[str] = "tiny"
     model_path: Optional[str] = None
     device: str = "cpu"  # "cpu" or "cuda"
@@ -852,7 +858,7 @@ def bench_command(
     modes: Annotated[str, typer.Option("--modes", help="Comma list of dense, star, ring, hf-dense.")] = "dense,star,ring",
     block_sizes: Annotated[Optional[str], typer.Option("--block-sizes", help="Star block sizes, comma list (default: N/4).")] = None,
     anchor_size: Annotated[Optional[str], typer.Option("--anchor-size", help="Star anchor tokens (default: the block size).")] = None,
-    relays: Annotated[Optional[str], typer.Option("--relays", help="Star relays, comma list: tokens of the previous block each block also attends to (default 0).")] = None,
+    relays: Annotated[Optional[str], typer.Option("--relays", help="Star relays, comma list: tokens of the previous block each block also attends to (default: the engine's, the whole block with N/4 blocks, else 0).")] = None,
     ranks: Annotated[int, typer.Option("--ranks", help="Processes (one per GPU); >1 relaunches under torch.distributed.run.")] = 1,
     device: Annotated[str, typer.Option("--device", help="auto, cuda or cpu.")] = "auto",
     dtype: Annotated[str, typer.Option("--dtype", help="auto (bfloat16 on cuda, float32 on cpu), bfloat16, float16, float32.")] = "auto",
@@ -946,10 +952,8 @@ def _settings(shape, model, lengths, modes, block_sizes, anchor_size, ranks, dev
     anchors = lengths_of("--anchor-size", anchor_size)
     if len(anchors) != 1:
         raise BenchError("--anchor-size takes one value")
-    relay_list = [0] if not relays else [0 if item.strip() == "0" else lengths_of("--relays", item)[0]
-                                         for item in relays.split(",")]
-    if ranks > 1 and any(relay_list):
-        raise BenchError("--relays runs in one process for now; use --ranks 1")
+    relay_list = [None] if not relays else [0 if item.strip() == "0" else lengths_of("--relays", item)[0]
+                                            for item in relays.split(",")]
     resolved_device = _resolve_device(device)
     dtype = dtype.lower()
     if dtype == "auto":
@@ -982,6 +986,8 @@ def _argv(settings: BenchSettings, ranks: int) -> list[str]:
         args += ["--block-sizes", ",".join(str(b) for b in settings.block_sizes if b is not None)]
     if settings.anchor_size is not None:
         args += ["--anchor-size", str(settings.anchor_size)]
+    if settings.relays != [None]:
+        args += ["--relays", ",".join(str(r) for r in settings.relays)]
     if settings.json_path:
         args += ["--json", settings.json_path]
     if settings.matmul_size:

@@ -33,6 +33,7 @@ Model = Annotated[Optional[str], typer.Option("--model", "-m", envvar="STARCLI_M
 Attention = Annotated[str, typer.Option(envvar="STARCLI_ATTENTION", help="star, dense (full attention, one process) or ring (exact context parallel).")]
 BlockSize = Annotated[Optional[int], typer.Option(envvar="STARCLI_BLOCK_SIZE", help="Tokens per block (default: about N/4, a multiple of 128).")]
 AnchorSize = Annotated[Optional[int], typer.Option(envvar="STARCLI_ANCHOR_SIZE", help="Anchor tokens (default: the block size).")]
+Relay = Annotated[Optional[int], typer.Option(envvar="STARCLI_RELAY", help="Tokens at the end of the previous block each block also attends to through their cached KV; 0 for plain star (default: the whole block with default blocks, else 0).")]
 MaxNewTokens = Annotated[int, typer.Option(envvar="STARCLI_MAX_NEW_TOKENS", help="Most tokens to generate.")]
 Temperature = Annotated[float, typer.Option(help="0 = greedy.")]
 TopP = Annotated[float, typer.Option(help="Nucleus sampling mass.")]
@@ -111,9 +112,9 @@ def _debug_trace(debug: bool) -> None:
         traceback.print_exc()
 
 
-def _settings(model, attention, block_size, anchor_size, max_new_tokens, temperature, top_p, top_k, seed, stop, device, dtype, kernel, trust_remote_code, allow_pickle, cache=False, rope_scaling=None) -> RunSettings:
+def _settings(model, attention, block_size, anchor_size, relay, max_new_tokens, temperature, top_p, top_k, seed, stop, device, dtype, kernel, trust_remote_code, allow_pickle, cache=False, rope_scaling=None) -> RunSettings:
     return RunSettings(
-        model=model, device=device, dtype=dtype, attention=attention, block_size=block_size, anchor_size=anchor_size,
+        model=model, device=device, dtype=dtype, attention=attention, block_size=block_size, anchor_size=anchor_size, relay=relay,
         kernel=kernel, max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p, top_k=top_k, seed=seed,
         stop=list(stop or []), trust_remote_code=trust_remote_code, allow_pickle=allow_pickle, cache=cache,
         rope_scaling=rope_scaling,
@@ -132,7 +133,7 @@ def _stdin_sources(sources: list[str]) -> list[str]:
 def ask(
     args: Annotated[list[str], typer.Argument(metavar="SOURCE... QUESTION", help="Files, directories or - for stdin, then the question.", show_default=False)],
     question: Annotated[Optional[list[str]], typer.Option("--question", "-q", help="A question (repeatable); then every argument is a source.")] = None,
-    model: Model = None, attention: Attention = "star", block_size: BlockSize = None, anchor_size: AnchorSize = None,
+    model: Model = None, attention: Attention = "star", block_size: BlockSize = None, anchor_size: AnchorSize = None, relay: Relay = None,
     max_new_tokens: MaxNewTokens = 512, temperature: Temperature = 0.0, top_p: TopP = 1.0, top_k: TopK = 0,
     seed: Seed = None, stop: Stop = None, device: Device = "auto", dtype: Dtype = "auto", kernel: Kernel = "auto",
     json_output: JsonOut = False, quiet: Quiet = False, debug: Debug = False,
@@ -159,7 +160,7 @@ def _request(sources: list[str], questions: list[str], o: dict) -> AskRequest:
     """An AskRequest from the options ask and summarize share (their parameter names)."""
     return AskRequest(
         sources, questions,
-        _settings(o["model"], o["attention"], o["block_size"], o["anchor_size"], o["max_new_tokens"], o["temperature"],
+        _settings(o["model"], o["attention"], o["block_size"], o["anchor_size"], o["relay"], o["max_new_tokens"], o["temperature"],
                   o["top_p"], o["top_k"], o["seed"], o["stop"], o["device"], o["dtype"], o["kernel"],
                   o["trust_remote_code"], o["allow_pickle"], o["cache"], o["rope_scaling"]),
         IngestOptions(max_file_bytes=o["max_file_bytes"], include=list(o["include"] or []),
@@ -180,7 +181,7 @@ def ask_impl(sources: list[str], questions: list[str], options: dict) -> None:
 def summarize(
     sources: Annotated[Optional[list[str]], typer.Argument(help="Files, directories, PDFs, or - for stdin.", show_default=False)] = None,
     words: Annotated[Optional[int], typer.Option(help="Rough length of the summary in words.")] = None,
-    model: Model = None, attention: Attention = "star", block_size: BlockSize = None, anchor_size: AnchorSize = None,
+    model: Model = None, attention: Attention = "star", block_size: BlockSize = None, anchor_size: AnchorSize = None, relay: Relay = None,
     max_new_tokens: MaxNewTokens = 768, temperature: Temperature = 0.0, top_p: TopP = 1.0, top_k: TopK = 0,
     seed: Seed = None, stop: Stop = None, device: Device = "auto", dtype: Dtype = "auto", kernel: Kernel = "auto",
     json_output: JsonOut = False, quiet: Quiet = False, debug: Debug = False,
@@ -202,7 +203,7 @@ def summarize(
 @app.command()
 def chat(
     sources: Annotated[Optional[list[str]], typer.Argument(help="Files, directories or PDFs to talk about.", show_default=False)] = None,
-    model: Model = None, attention: Attention = "star", block_size: BlockSize = None, anchor_size: AnchorSize = None,
+    model: Model = None, attention: Attention = "star", block_size: BlockSize = None, anchor_size: AnchorSize = None, relay: Relay = None,
     max_new_tokens: MaxNewTokens = 512, temperature: Temperature = 0.0, top_p: TopP = 1.0, top_k: TopK = 0,
     seed: Seed = None, stop: Stop = None, device: Device = "auto", dtype: Dtype = "auto", kernel: Kernel = "auto",
     debug: Debug = False, max_file_bytes: MaxFileBytes = 1_000_000, include: Include = None, exclude: Exclude = None,
@@ -215,7 +216,7 @@ def chat(
             raise UserError("chat needs files or directories (questions are read from the terminal)", code=2)
         request = AskRequest(
             list(sources), [],
-            _settings(model, attention, block_size, anchor_size, max_new_tokens, temperature, top_p, top_k, seed, stop,
+            _settings(model, attention, block_size, anchor_size, relay, max_new_tokens, temperature, top_p, top_k, seed, stop,
                       device, dtype, kernel, trust_remote_code, allow_pickle, rope_scaling=rope_scaling),
             IngestOptions(max_file_bytes=max_file_bytes, include=list(include or []), exclude=list(exclude or []), password=password),
         )
@@ -239,14 +240,14 @@ def _read_question() -> str | None:
 @app.command("count")
 def count_command(
     sources: Annotated[Optional[list[str]], typer.Argument(help="Files, directories, PDFs, or - for stdin.", show_default=False)] = None,
-    model: Model = None, attention: Attention = "star", block_size: BlockSize = None, anchor_size: AnchorSize = None,
+    model: Model = None, attention: Attention = "star", block_size: BlockSize = None, anchor_size: AnchorSize = None, relay: Relay = None,
     device: Device = "auto", json_output: JsonOut = False, quiet: Quiet = False, debug: Debug = False,
     max_file_bytes: MaxFileBytes = 1_000_000, include: Include = None, exclude: Exclude = None, password: Password = None,
     procs: Procs = None, gpus: Gpus = None, nnodes: Nnodes = 1,
 ):
     """Count tokens per file and in total, and show the blocks and ranks a run would use."""
     def body():
-        settings = RunSettings(model=model, attention=attention, block_size=block_size, anchor_size=anchor_size, device=device)
+        settings = RunSettings(model=model, attention=attention, block_size=block_size, anchor_size=anchor_size, relay=relay, device=device)
         srcs = _stdin_sources(list(sources or []))
         renderer = Renderer(quiet=quiet)
         result = run_count(srcs, settings, IngestOptions(max_file_bytes=max_file_bytes, include=list(include or []), exclude=list(exclude or []), password=password),
@@ -261,7 +262,7 @@ def count_command(
         print(f"{'total':<{width}}  {result['document_tokens']:>9,}  (prompt document part, model {result['model']})")
         print(
             f"{result['attention']}: {result['blocks']} block(s) of {result['block_size']}, anchor {result['anchor_size']}, "
-            f"{result['ranks']} rank(s) {result['blocks_per_rank']}; window {result['max_positions']}"
+            f"relay {result['relay']}, {result['ranks']} rank(s) {result['blocks_per_rank']}; window {result['max_positions']}"
         )
 
     _run(debug, body)
@@ -302,7 +303,7 @@ def cache_ls(json_output: JsonOut = False):
         return
     for e in found:
         print(f"{e['id']}  {format_bytes(e['bytes']):>10}  {e.get('num_tokens', '?'):>8} tokens  "
-              f"{e.get('attention', '?')} b={e.get('block_size', '?')} a={e.get('anchor_size', '?')} "
+              f"{e.get('attention', '?')} b={e.get('block_size', '?')} a={e.get('anchor_size', '?')} r={e.get('relay', '?')} "
               f"rank {e.get('rank', '?')}/{e.get('world_size', '?')}")
     total = sum(e["bytes"] for e in found)
     print(f"{len(found)} entries, {format_bytes(total)} in {doc_cache.documents_dir()}", file=sys.stderr)

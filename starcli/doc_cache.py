@@ -39,6 +39,7 @@ class EntryKey:
     attention: str
     block_size: int
     anchor_size: int
+    relay: str  # tokens of the previous block each block attended to ("0": none; "…w": as a window)
     dtype: str
     world_size: int
     rank: int

@@ -36,6 +36,7 @@ class RunSettings:
     attention: str = "star"
     block_size: int | None = None
     anchor_size: int | None = None
+    relay: int | None = None  # None: the engine's default (see starcli.star.partition.DEFAULT_RELAY)
     kernel: str = "auto"
     max_new_tokens: int = 512
     temperature: float = 0.0
@@ -139,7 +140,8 @@ def run_job(job: Job, comm: Comm, emit: Emit, loaded=None) -> dict | None:
 
     engine = StarEngine(model, comm, kernel=settings.kernel, pass_tokens=settings.pass_tokens)
     partition = plan_partition(
-        settings.attention, len(job.document_ids), comm.world_size, settings.block_size, settings.anchor_size
+        settings.attention, len(job.document_ids), comm.world_size, settings.block_size, settings.anchor_size,
+        relay=settings.relay,
     )
     total_blocks = partition.num_blocks
     speak({"type": "stage", "stage": "encoding blocks", "done": 0, "total": total_blocks})
@@ -203,6 +205,7 @@ def run_job(job: Job, comm: Comm, emit: Emit, loaded=None) -> dict | None:
         "attention": settings.attention,
         "block_size": partition.block_size,
         "anchor_size": partition.anchor_size,
+        "relay": partition.relay if partition.attention == "star" else 0,
         "blocks": total_blocks,
         "ranks": comm.world_size,
         "document_tokens": len(job.document_ids),
@@ -273,6 +276,7 @@ def _cache_key(job: Job, partition, dtype_name: str, comm: Comm):
         attention=partition.attention,
         block_size=partition.block_size,
         anchor_size=partition.anchor_size,
+        relay=f"{partition.relay}{'w' if partition.relay_window else ''}",
         dtype=dtype_name,
         world_size=comm.world_size,
         rank=comm.rank,

@@ -154,7 +154,7 @@ def report_lines(r: dict) -> list[str]:
     if "attention" in r:
         lines.append(
             f"attention      {r['attention']}: {r.get('blocks')} blocks of {r.get('block_size')}, "
-            f"anchor {r.get('anchor_size')}, {r.get('ranks')} rank(s)"
+            f"anchor {r.get('anchor_size')}, relay {r.get('relay', 0)}, {r.get('ranks')} rank(s)"
         )
     if "phase1_s" in r:
         rate = r.get("phase1_tokens_per_s")

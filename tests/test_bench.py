@@ -55,7 +55,8 @@ def brute_force_entries(partition, rank):
             k = torch.arange(partition.num_tokens).unsqueeze(0)
             local = (k >= block.start) & (k <= q)
             anchor = (k < a) if block.index > 0 else torch.zeros_like(local)
-            relay = (k >= block.start - block.relay) & (k < block.start)
+            reach = (k >= q - block.relay) if partition.relay_window else True
+            relay = (k >= block.start - block.relay) & (k < block.start) & reach
             total += int((local | anchor | relay).sum())
         return total
     for block in plan.blocks:  # exact causal: each query sees every key at or before it
@@ -73,18 +74,21 @@ def test_star_entries_match_masks(n, world, block, anchor):
         assert score_entries(partition, rank) == brute_force_entries(partition, rank)
 
 
-@pytest.mark.parametrize("n,block,anchor,relay", [(300, 64, 32, 64), (300, 64, None, 64), (257, 64, 16, 40)])
-def test_star_entries_with_relay_match_masks(n, block, anchor, relay):
-    partition = plan_star(n, 1, block, anchor, relay=relay)
+@pytest.mark.parametrize("n,block,anchor,relay", [(300, 64, 32, 64), (300, 64, None, 64), (257, 64, 16, 40), (300, 64, 16, 100)])
+@pytest.mark.parametrize("window", [False, True])
+def test_star_entries_with_relay_match_masks(n, block, anchor, relay, window):
+    partition = plan_star(n, 1, block, anchor, relay=relay, relay_window=window)
     assert score_entries(partition, 0) == brute_force_entries(partition, 0) > score_entries(plan_star(n, 1, block, anchor), 0)
 
 
 def test_relay_ratio_at_a_quarter_blocks():
-    """N/4 blocks, anchor = block: relay = block raises star's score entries from 5/16 to 7/16 of N²."""
+    """N/4 blocks, anchor = block: the default relay (the whole previous block) raises star's score
+    entries from 5/16 to 7/16 of N² (a window of a block: 6/16)."""
     n = 16384
     dense = n * n / 2
-    assert score_entries(plan_star(n), 0) / dense == pytest.approx(0.625, abs=1e-3)
-    assert score_entries(plan_star(n, relay=4096), 0) / dense == pytest.approx(0.875, abs=1e-3)
+    assert score_entries(plan_star(n, relay=0), 0) / dense == pytest.approx(0.625, abs=1e-3)
+    assert score_entries(plan_star(n), 0) / dense == pytest.approx(0.875, abs=1e-3)
+    assert score_entries(plan_star(n, relay=4096, relay_window=True), 0) / dense == pytest.approx(0.75, abs=1e-3)
 
 
 @pytest.mark.parametrize("n,world", [(1, 1), (300, 1), (301, 2), (257, 3)])
@@ -191,7 +195,6 @@ def test_model_folder(tmp_path, one_thread):
     (["--device", "tpu"], "--device"),
     (["--dtype", "int8"], "--dtype"),
     (["--kernel", "cudnn", "--device", "cpu"], "CUDA"),
-    (["--relays", "0,512", "--ranks", "2"], "one process"),
     (["--relays", "1x"], "--relays"),
 ])
 def test_bad_options_exit_2_with_one_line(args, words):
@@ -211,7 +214,7 @@ def test_two_ranks_through_the_relaunch(tmp_path, monkeypatch, capfd):
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
     monkeypatch.setattr(bench, "_RELAUNCH_TIMEOUT_S", 300)
     result = bench.bench_command(ranks=2, lengths="256,512", modes="dense,star,ring", block_sizes="128", json_path=out,
-                                 **FAST)
+                                 relays="0,64", **FAST)
     assert result is None  # the launching process only waits; rank 0 reports
     report = json.loads(out.read_text())
     assert report["world_size"] == 2 and len(report["matmul_peak_tflops_per_rank"]) == 2
@@ -226,9 +229,11 @@ def test_two_ranks_through_the_relaunch(tmp_path, monkeypatch, capfd):
     star256 = by_mode["star"][0]
     assert star256["kv_tokens_per_rank"] == [128, 128] and star256["anchor_tokens_per_rank"] == [0, 128]
     assert star256["speedup_vs_ring"] is not None and star256["speedup_vs_dense"] is None
+    # the relays reach the relaunched ranks; at 512 rank 1's first block relays rank 0's last
+    assert [(c["length"], c["relay"]) for c in by_mode["star"]] == [(256, 0), (256, 64), (512, 0), (512, 64)]
     # only rank 0 prints the table: one header line, one column line, one row per cell
     rows = [line for line in capfd.readouterr().out.splitlines() if line.startswith(("star ", "ring ", "dense "))]
-    assert len(rows) == 6
+    assert len(rows) == 8
 
 
 def test_cell_that_cannot_fit_is_not_run(monkeypatch, capsys, one_thread):

@@ -431,10 +431,10 @@ def test_command_compares_relays_without_pairing_them_with_overlaps(fake_models,
     result = CliRunner().invoke(_app(), args)
     assert result.exit_code == 0, result.output
     saved = json.loads(out.read_text())
-    assert saved["configs"] == ["dense", "star b=128 a=128", "star b=128 a=128 r=64", "star b=128 a=128 w=64",
+    assert saved["configs"] == ["dense", "star b=128 a=128 r=0", "star b=128 a=128 r=64", "star b=128 a=128 w=64",
                                 "star b=128 a=128 o=32"]
     by_config = {r["config"]: r for r in saved["samples"]}
-    assert by_config["star b=128 a=128 r=64"]["relay"] == 64 and by_config["star b=128 a=128"]["relay"] == 0
+    assert by_config["star b=128 a=128 r=64"]["relay"] == 64 and by_config["star b=128 a=128 r=0"]["relay"] == 0
     assert by_config["star b=128 a=128 w=64"]["relay_window"] and by_config["star b=128 a=128 w=64"]["relay"] == 64 and not by_config["star b=128 a=128 r=64"]["relay_window"]
 
 
@@ -455,7 +455,8 @@ def test_command_json_from_data(fake_models, tmp_path, byte_tokenizer):
 
 @pytest.mark.real_model
 def test_default_model_solves_niah_single_with_dense_and_star(real_model_cache, monkeypatch):
-    """The CI slice: both modes find the needle at about 2K tokens, star over four 512-token blocks."""
+    """The CI slice: both modes find the needle at about 2K tokens, star over about four blocks in the
+    default configuration (relay = block) and as plain star (512-token blocks, no relay)."""
     monkeypatch.setenv("STARCLI_CACHE", real_model_cache)  # convert once per session, not per test
     try:
         from starcli.models import ModelError, load_model, pick_dtype, resolve_model
@@ -470,9 +471,10 @@ def test_default_model_solves_niah_single_with_dense_and_star(real_model_cache, 
     except ModelError as exc:
         pytest.skip(f"the default model is not installed: {exc}")
     samples = generate("niah_single", 2048, 2, 0, tokenizer)
-    results = run_eval(model, tokenizer, samples, [("dense", None, None), ("star", 512, None)])
+    results = run_eval(model, tokenizer, samples, [("dense", None, None), ("star", None, None), ("star", 512, None)])
     for record in results["samples"]:
         assert record["score"] == 1.0, record
     star = [r for r in results["samples"] if r["attention"] == "star"]
     assert all(r["blocks"] >= 3 for r in star)
+    assert sorted(r["relay"] > 0 for r in star) == [False, False, True, True]
     assert all(r["ratio"] == 1.0 for r in results["ratios"])

@@ -43,6 +43,16 @@ def test_defaults_follow_the_paper():
     assert p.block_size == 32768 and p.anchor_size == 32768 and p.num_blocks == 4
 
 
+def test_default_relay_is_the_whole_block_with_default_blocks():
+    p = plan_star(16384)
+    assert p.relay == p.block_size == 4096 and not p.relay_window
+    assert [b.relay for b in p.blocks] == [0, 0, 4096, 4096]  # block 1's predecessor is the anchor
+    assert plan_star(16384, block_size=4096).relay == 0  # explicit blocks are chosen for speed: plain star
+    assert plan_star(16384, 2).relay == 4096  # several ranks hand the relayed KV over layer by layer
+    assert plan_star(16384, overlap=256).relay == 0  # overlap and relay are alternatives
+    assert plan_star(16384, relay=0).relay == 0
+
+
 def test_bad_sizes_raise():
     with pytest.raises(PartitionError):
         plan_star(100, 1, block_size=0)

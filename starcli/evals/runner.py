@@ -32,7 +32,7 @@ class EvalConfig:
     anchor_size: int | None = None  # None: the block size
     overlap: int = DEFAULT_OVERLAP  # tokens of the previous block re-encoded in front of each block
     cuts: str = DEFAULT_CUTS  # "tokens": every block_size tokens; "natural": moved to text boundaries
-    relay: int = DEFAULT_RELAY  # tokens of the previous block attended through their cached KV
+    relay: int | None = DEFAULT_RELAY  # tokens of the previous block attended through their cached KV; None: the default
     relay_window: bool = False  # each token sees only the relayed tokens within ``relay`` of it
 
     @property
@@ -41,7 +41,7 @@ class EvalConfig:
             return self.attention
         block = str(self.block_size) if self.block_size else "N/4"
         anchor = str(self.anchor_size) if self.anchor_size else (block if self.block_size else "b")
-        extra = (f" o={self.overlap}" if self.overlap else "") + (f" {'w' if self.relay_window else 'r'}={self.relay}" if self.relay else "")
+        extra = (f" o={self.overlap}" if self.overlap else "") + (f" {'w' if self.relay_window else 'r'}={self.relay}" if self.relay is not None and not self.overlap else "")
         extra += " natural" if self.cuts == "natural" else ""
         return f"star b={block} a={anchor}{extra}"
 
@@ -59,7 +59,7 @@ def make_configs(configs: Iterable) -> list[EvalConfig]:
                 raise PartitionError(f"{name.replace('_', ' ')} must be a positive number of tokens, got {value}")
         if config.overlap < 0:
             raise PartitionError(f"overlap must not be negative, got {config.overlap}")
-        if config.relay < 0:
+        if config.relay is not None and config.relay < 0:
             raise PartitionError(f"relay must not be negative, got {config.relay}")
         if config.relay and config.overlap:
             raise PartitionError("overlap and relay are alternatives: give one of them")
@@ -122,7 +122,7 @@ def run_eval(
                 "anchor_size": partition.anchor_size,
                 "blocks": partition.num_blocks,
                 "overlap": config.overlap if config.attention == "star" else 0,
-                "relay": config.relay if config.attention == "star" else 0,
+                "relay": partition.relay if config.attention == "star" else 0,
                 "relay_window": partition.relay_window,
                 "cuts": config.cuts if config.attention == "star" else None,
                 "block_starts": [b.start for b in partition.blocks],

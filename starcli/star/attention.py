@@ -48,6 +48,10 @@ class BlocksStep:
     # per block (same order), tokens before it whose cached KV it also attends to; empty: none
     relays: list[int] = field(default_factory=list)
     relay_window: bool = False  # token j sees only the relayed tokens within ``relay`` positions of it
+    # several ranks with relay: tokens at the end of this pass that the next rank's first block
+    # relays (sent), and tokens of the previous rank's last block this pass's first block relays
+    relay_to_next_rank: int = 0
+    relay_from_previous_rank: int = 0
 
 
 @dataclass
@@ -165,9 +169,13 @@ class AttentionState:
             relays.pop(0)
             out[:, :, :first] = self._attend(q[:, :, :first], k[:, :, :first], v[:, :, :first], True, scale)[0]
             pos = first
+        # other ranks receive the anchor before any point-to-point transfer, so that every rank
+        # issues its communication in the same order (broadcast, then neighbours)
+        anchor = self._anchor_kv(layer, k, step.anchor_size) if lengths else None
+        from_previous_rank = self._exchange_relay(k, v, step, layer, base)
         if not lengths:
             return out
-        anchor_k, anchor_v = self._anchor_kv(layer, k, step.anchor_size)
+        anchor_k, anchor_v = anchor
         kept = base + pos  # buffer offset of the current block (relay runs have no leads)
         for length, count in _runs(lengths):
             span = slice(pos, pos + length * count)
@@ -185,25 +193,41 @@ class AttentionState:
                     # a window reaches the previous block from the first ``relay`` tokens only
                     reach = min(relay, length) if step.relay_window else length
                     own = slice(j * length, j * length + reach)
-                    merged[:, :, own] = self._relay(layer, q[:, :, pos + own.start : pos + own.stop], merged[:, :, own],
-                                                    merged_lse[:, :, own], kept + j * length, relay, scale,
-                                                    step.relay_window)
+                    offset = kept + j * length
+                    if offset == 0:  # this rank's first block: the previous block is on the previous rank
+                        if from_previous_rank is None:
+                            raise RuntimeError("relay needs the previous block's KV")
+                        relayed = from_previous_rank
+                    else:
+                        relayed = [x[:, :, offset - relay : offset] for x in self.document.read(layer, end=offset)]
+                    merged[:, :, own] = self._relay(q[:, :, pos + own.start : pos + own.stop], merged[:, :, own],
+                                                    merged_lse[:, :, own], *relayed, scale, step.relay_window)
             out[:, :, span] = merged
             pos += length * count
             kept += length * count
         return out
 
-    def _relay(self, layer, q, out, lse, offset: int, relay: int, scale: float, window: bool) -> torch.Tensor:
-        """``out`` (over anchor and block) merged with attention to the ``relay`` cached tokens
-        before buffer ``offset``: the previous block's last tokens as it computed them.
+    def _exchange_relay(self, k, v, step: BlocksStep, layer: int, base: int) -> list[torch.Tensor] | None:
+        """Several ranks with relay: this layer's K/V of this pass's last ``relay_to_next_rank`` kept
+        tokens to the next rank; returns the previous rank's ``relay_from_previous_rank`` (K, V)."""
+        send = receive = None
+        if step.relay_to_next_rank:
+            end = base + sum(length for _, length in step.segments)
+            keys, values = self.document.read(layer, end=end)
+            send = [keys[:, :, end - step.relay_to_next_rank :], values[:, :, end - step.relay_to_next_rank :]]
+        if step.relay_from_previous_rank:
+            b, h, _, d = k.shape
+            receive = [k.new_empty(b, h, step.relay_from_previous_rank, d), v.new_empty(b, h, step.relay_from_previous_rank, d)]
+        self.comm.exchange_with_neighbours(send, receive)
+        return receive
 
-        With ``window``, ``q`` is the block's first tokens (at most ``relay``) and query j sees the
-        relayed keys from j on: the mirror image of causal attention, so reversing queries and keys
-        turns it into a causal call."""
-        if offset < relay:
-            raise RuntimeError("relay needs the previous block on the same rank")
-        keys, values = self.document.read(layer, end=offset)
-        keys, values = keys[:, :, offset - relay :], values[:, :, offset - relay :]
+    def _relay(self, q, out, lse, keys, values, scale: float, window: bool) -> torch.Tensor:
+        """``out`` (over anchor and block) merged with attention to the relayed ``keys``/``values``:
+        the previous block's last tokens as it computed them.
+
+        With ``window``, ``q`` is the block's first tokens (at most as many as the relayed ones)
+        and query j sees the relayed keys from j on: the mirror image of causal attention, so
+        reversing queries and keys turns it into a causal call."""
         if not window:
             relay_out, relay_lse = self._attend(q, keys, values, False, scale)
         else:

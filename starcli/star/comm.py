@@ -68,6 +68,16 @@ class Comm:
             dist.broadcast(tensor, src=src)
         return tensor
 
+    def exchange_with_neighbours(self, send: list[torch.Tensor] | None, receive: list[torch.Tensor] | None) -> None:
+        """Point to point along the rank order: ``send`` goes to the next rank, ``receive`` is filled
+        in place from the previous one (None: nothing that way). Every transfer is posted before
+        any is waited on, so a chain of ranks that each send and receive cannot deadlock."""
+        ops = [dist.P2POp(dist.isend, t.contiguous(), self.rank + 1) for t in send or []]
+        ops += [dist.P2POp(dist.irecv, t, self.rank - 1) for t in receive or []]
+        if ops and self.distributed:
+            for work in dist.batch_isend_irecv(ops):
+                work.wait()
+
     def broadcast_int(self, value: int, src: int) -> int:
         if not self.distributed:
             return value

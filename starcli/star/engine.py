@@ -140,22 +140,30 @@ class StarEngine:
     def _encode_star(self, doc_ids, partition: Partition, stats: EncodeStats, on_progress) -> None:
         plan = partition.ranks[self.comm.rank]
         anchor = partition.anchor_size
-        if partition.relay and self.comm.world_size > 1:
-            raise EngineError("star with relay runs in one process for now; leave out the relay with several ranks")
         self.state.anchor_in_document = bool(plan.blocks) and plan.blocks[0].index == 0
         if plan.needs_anchor:
             stats.anchor_tokens = anchor  # arrives layer by layer during the first pass
         if not plan.blocks and self.comm.distributed:
             self._join_anchor_broadcast(anchor)
         done = 0
-        for group in _passes(list(plan.blocks), self.pass_tokens):
+        handover = partition.relay and self.comm.distributed
+        # with relay over several ranks a rank's first block waits for the previous rank's last one,
+        # layer by layer: one pass per rank, or a rank would wait on a later pass of its neighbour
+        # while that neighbour waits for it in an anchor broadcast of an earlier one
+        passes = [list(plan.blocks)] if handover and plan.blocks else _passes(list(plan.blocks), self.pass_tokens)
+        ranks = partition.ranks
+        rank = self.comm.rank
+        to_next = ranks[rank + 1].blocks[0].relay if handover and rank + 1 < len(ranks) and ranks[rank + 1].blocks else 0
+        from_previous = plan.blocks[0].relay if handover and plan.blocks and plan.blocks[0].index > 0 else 0
+        for group in passes:
             if any(b.lead for b in group):
                 ids = torch.cat([doc_ids[b.start - b.lead : b.end] for b in group])
                 positions = torch.cat([self._positions(b.start - b.lead, b.end) for b in group])
             else:
                 ids, positions = doc_ids[group[0].start : group[-1].end], self._positions(group[0].start, group[-1].end)
             step = BlocksStep([(b.lead, b.length) for b in group], starts_with_block0=group[0].index == 0, anchor_size=anchor,
-                              relays=[b.relay for b in group], relay_window=partition.relay_window)
+                              relays=[b.relay for b in group], relay_window=partition.relay_window,
+                              relay_to_next_rank=to_next, relay_from_previous_rank=from_previous)
             self._forward(ids, positions, step, want_logits=False)
             self.state.document.filled += sum(b.length for b in group)
             done += len(group)

@@ -19,7 +19,10 @@ BLOCK_MULTIPLE = 128
 CUTS = ("tokens", "natural")
 DEFAULT_CUTS = "tokens"
 DEFAULT_OVERLAP = 0  # tokens of the previous block re-encoded in front of each block
-DEFAULT_RELAY = 0  # tokens of the previous block whose cached KV each block also attends to
+# Tokens of the previous block whose cached KV each block also attends to. None: the whole previous
+# block when the blocks come from the default rule (the configuration that keeps star within 5% of
+# dense on the default model, docs/accuracy.md), none with explicit block sizes (chosen for speed).
+DEFAULT_RELAY = None
 
 
 class PartitionError(ValueError):
@@ -165,7 +168,7 @@ def snap_cuts(num_tokens: int, block_size: int, boundaries=None, slack: float = 
 
 def plan_star(
     num_tokens: int, world_size: int = 1, block_size: int | None = None, anchor_size: int | None = None,
-    overlap: int = DEFAULT_OVERLAP, boundaries=None, relay: int = DEFAULT_RELAY, relay_window: bool = False,
+    overlap: int = DEFAULT_OVERLAP, boundaries=None, relay: int | None = DEFAULT_RELAY, relay_window: bool = False,
 ) -> Partition:
     """Blocks of ``block_size`` (last one partial, never dropped), anchor ≤ block, contiguous ranks.
 
@@ -173,13 +176,16 @@ def plan_star(
     block after the anchor re-encodes up to this many tokens before it as left context (never
     tokens the anchor already holds, which the block sees anyway). ``relay``: each block after the
     anchor also attends to the cached KV of up to this many tokens at the end of the previous
-    block (again never anchor tokens); ``relay_window``: as a sliding window (see ``Block``).
+    block (again never anchor tokens; ``None``: see ``DEFAULT_RELAY``); ``relay_window``: as a
+    sliding window (see ``Block``).
     Overlap and relay are alternatives, not combined.
     A document shorter than one block is one block: star attention is then exactly dense attention.
     """
     _check_sizes(num_tokens, world_size, block_size, anchor_size)
     if overlap < 0:
         raise PartitionError(f"--overlap must not be negative, got {overlap}")
+    if relay is None:
+        relay = default_block_size(num_tokens) if block_size is None and not overlap else 0
     if relay < 0:
         raise PartitionError(f"--relay must not be negative, got {relay}")
     if relay and overlap:
@@ -237,7 +243,7 @@ def plan_ring(num_tokens: int, world_size: int) -> Partition:
 
 def plan_partition(
     attention: str, num_tokens: int, world_size: int = 1, block_size: int | None = None, anchor_size: int | None = None,
-    overlap: int = DEFAULT_OVERLAP, boundaries=None, relay: int = DEFAULT_RELAY, relay_window: bool = False,
+    overlap: int = DEFAULT_OVERLAP, boundaries=None, relay: int | None = DEFAULT_RELAY, relay_window: bool = False,
 ) -> Partition:
     if attention == "star":
         return plan_star(num_tokens, world_size, block_size, anchor_size, overlap, boundaries, relay, relay_window)
