@@ -377,7 +377,7 @@ def count(sources: list[str], settings: RunSettings, ingest: IngestOptions, plac
         "attention": partition.attention,
         "block_size": partition.block_size,
         "anchor_size": partition.anchor_size,
-        "relay": partition.relay if partition.attention == "star" else 0,
+        "relay": partition.relay,  # 0 for dense and ring partitions
         "blocks": partition.num_blocks,
         "ranks": world,
         "blocks_per_rank": [len(r.blocks) for r in partition.ranks],

@@ -205,7 +205,7 @@ def run_job(job: Job, comm: Comm, emit: Emit, loaded=None) -> dict | None:
         "attention": settings.attention,
         "block_size": partition.block_size,
         "anchor_size": partition.anchor_size,
-        "relay": partition.relay if partition.attention == "star" else 0,
+        "relay": partition.relay,  # 0 for dense and ring partitions
         "blocks": total_blocks,
         "ranks": comm.world_size,
         "document_tokens": len(job.document_ids),

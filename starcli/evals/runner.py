@@ -122,7 +122,7 @@ def run_eval(
                 "anchor_size": partition.anchor_size,
                 "blocks": partition.num_blocks,
                 "overlap": config.overlap if config.attention == "star" else 0,
-                "relay": partition.relay if config.attention == "star" else 0,
+                "relay": partition.relay,  # 0 for dense and ring partitions
                 "relay_window": partition.relay_window,
                 "cuts": config.cuts if config.attention == "star" else None,
                 "block_starts": [b.start for b in partition.blocks],
