@@ -10,7 +10,12 @@ Each cell is one (document length, attention mode, block size) on every rank of 
   at start on the same device.
 
 ``hf-dense`` is the user's existing baseline: one transformers forward (``sdpa``) of the document
-plus question, so the engine's own ``dense`` can be checked against it.
+plus question, so the engine's own ``dense`` can be checked against it. ``hf-static`` is the peer
+for phase 2: transformers' ``generate`` with a static cache (which it compiles for decoding) on the
+same model, timed the same way (first token, then decode after the same warm-up).
+
+Engine cells run once per ``--decodes`` entry: ``auto`` (a captured CUDA graph on CUDA, eager on
+the CPU), ``eager`` (the reference), ``static`` (the graph's fixed-shape step without capture).
 
 Several ranks: the command relaunches itself under ``torch.distributed.run``; every rank runs the
 same cells in the same order (collectives must pair up) and rank 0 gathers, prints and writes JSON.
@@ -38,9 +43,8 @@ import typer
 from transformers import LlamaConfig, PretrainedConfig, Qwen2Config
 
 from .star import attention
-from .star.attention import AttentionState
 from .star.comm import Comm, init_comm
-from .star.engine import DEFAULT_PASS_TOKENS, EngineError, StarEngine
+from .star.engine import DEFAULT_PASS_TOKENS, EngineError, StarEngine, resolve_decode
 from .star.kernels import KERNELS, KernelError, resolve_kernel
 from .star.partition import Partition, PartitionError, plan_dense, plan_ring, plan_star
 
@@ -85,8 +89,9 @@ SHAPES: dict[str, PretrainedConfig] = {
 }
 
 ENGINE_MODES = ("dense", "star", "ring")
-MODES = ENGINE_MODES + ("hf-dense",)
-SINGLE_PROCESS_MODES = ("dense", "hf-dense")
+HF_MODES = ("hf-dense", "hf-static")
+MODES = ENGINE_MODES + HF_MODES
+SINGLE_PROCESS_MODES = ("dense",) + HF_MODES
 DTYPES = {"bfloat16": torch.bfloat16, "bf16": torch.bfloat16, "float16": torch.float16, "fp16": torch.float16,
           "float32": torch.float32, "fp32": torch.float32}
 _SUFFIXES = {"k": 1024, "m": 1024 * 1024}
@@ -339,6 +344,7 @@ class BenchSettings:
     anchor_size: Optional[int] = None
     # star relays (tokens of the previous block); None: the engine's default (partition.DEFAULT_RELAY)
     relays: list[Optional[int]] = field(default_factory=lambda: [None])
+    decodes: list[str] = field(default_factory=lambda: ["auto"])  # engine decode modes (DECODE_MODES)
     shape: Optional[str] = "tiny"
     model_path: Optional[str] = None
     device: str = "cpu"  # "cpu" or "cuda"
@@ -366,6 +372,7 @@ class CellSpec:
     block_rule: Optional[str] = None  # "N/4" or "given" for star
     skip_reason: Optional[str] = None
     estimated_need: Optional[int] = None  # bytes, set when the cell is skipped for not fitting
+    decode: Optional[str] = None  # engine cells: the decode mode
 
     @property
     def block(self) -> Optional[int]:
@@ -387,12 +394,12 @@ def plan_cells(settings: BenchSettings, world_size: int) -> list[CellSpec]:
         for mode in settings.modes:
             if mode in SINGLE_PROCESS_MODES and world_size > 1:
                 cells.append(CellSpec(mode, length, skip_reason=f"{mode} runs in one process"))
-            elif mode == "hf-dense":
+            elif mode in HF_MODES:
                 cells.append(CellSpec(mode, length))
             elif mode == "dense":
-                cells.append(CellSpec(mode, length, plan_dense(length)))
+                cells += [CellSpec(mode, length, plan_dense(length), decode=d) for d in settings.decodes]
             elif mode == "ring":
-                cells.append(CellSpec(mode, length, plan_ring(length, world_size)))
+                cells += [CellSpec(mode, length, plan_ring(length, world_size), decode=d) for d in settings.decodes]
             else:
                 for block in settings.block_sizes:
                     for relay in settings.relays:
@@ -400,18 +407,19 @@ def plan_cells(settings: BenchSettings, world_size: int) -> list[CellSpec]:
                             partition = plan_star(length, world_size, block, settings.anchor_size, relay=relay)
                         except PartitionError as exc:
                             raise BenchError(f"length {length}: {exc}") from None
-                        cells.append(CellSpec(mode, length, partition, "N/4" if block is None else "given"))
+                        cells += [CellSpec(mode, length, partition, "N/4" if block is None else "given", decode=d)
+                                  for d in settings.decodes]
     return cells
 
 
-def _warmup_spec(mode: str, length: int, world_size: int) -> CellSpec:
-    if mode == "hf-dense":
+def _warmup_spec(mode: str, length: int, world_size: int, decode: Optional[str] = None) -> CellSpec:
+    if mode in HF_MODES:
         return CellSpec(mode, length)
     if mode == "dense":
-        return CellSpec(mode, length, plan_dense(length))
+        return CellSpec(mode, length, plan_dense(length), decode=decode)
     if mode == "ring":
-        return CellSpec(mode, length, plan_ring(length, world_size))
-    return CellSpec(mode, length, plan_star(length, world_size))
+        return CellSpec(mode, length, plan_ring(length, world_size), decode=decode)
+    return CellSpec(mode, length, plan_star(length, world_size), decode=decode)
 
 
 # --- model ----------------------------------------------------------------------------------------
@@ -462,8 +470,7 @@ class _Runner:
 
     def release(self) -> None:
         """Drop the previous cell's KV so the next cell's peak memory is its own."""
-        self.engine.state = AttentionState(self.comm, self.engine.kernel)
-        self.engine.run = None
+        self.engine.reset()
         gc.collect()
         if self.device.type == "cuda":
             torch.cuda.empty_cache()
@@ -481,6 +488,7 @@ class _Runner:
         ``decode_warmup`` untimed decode steps, then ``decode_tokens`` timed ones."""
         doc = _random_ids(spec.length, self.vocab, self.settings.seed + spec.length)
         self.release()
+        self.engine.decode = resolve_decode(spec.decode or "auto", self.device)
         _reset_peak(self.device)
         error = None
         encode = None
@@ -523,6 +531,7 @@ class _Runner:
             prefill_s=answer.prefill_seconds,
             ttft_s=encode.seconds + answer.prefill_seconds,
             decode_ms_tok=(stamps[last] - stamps[first]) / decode_tokens * 1e3,
+            capture_s=answer.capture_seconds,
             peak_bytes=_peak_bytes(self.device),
             passes=encode.passes,
             kv_tokens=encode.tokens,
@@ -554,7 +563,50 @@ class _Runner:
         return {"status": "ok", "phase1_s": seconds, "prefill_s": 0.0, "ttft_s": seconds, "decode_ms_tok": None,
                 "peak_bytes": _peak_bytes(self.device)}
 
+    def hf_static_sample(self, spec: CellSpec, decode_warmup: int, decode_tokens: int) -> dict:
+        """transformers' ``generate`` with a static cache (compiled by transformers for decoding):
+        time to the first new token, then decode timed like ``engine_sample``."""
+        from transformers.generation.streamers import BaseStreamer
+
+        doc = _random_ids(spec.length, self.vocab, self.settings.seed + spec.length)
+        ids = torch.cat([doc, torch.tensor(self.question, dtype=torch.long)])[None].to(self.device)
+        total = 1 + decode_warmup + decode_tokens
+        stamps: list[float] = []
+
+        class Clock(BaseStreamer):
+            # called with the prompt, then with each new token already copied to the host (a sync)
+            def put(self, value):
+                stamps.append(time.perf_counter())
+
+            def end(self):
+                pass
+
+        self.release()
+        _reset_peak(self.device)
+        self.model.set_attn_implementation("sdpa")
+        try:
+            _sync(self.device)
+            start = time.perf_counter()
+            with torch.inference_mode():
+                self.model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=total,
+                                    min_new_tokens=total, do_sample=False, cache_implementation="static",
+                                    streamer=Clock(), pad_token_id=0)
+            _sync(self.device)
+        except (RuntimeError, MemoryError) as exc:
+            error = _oom_message(exc)
+            if error is None:
+                raise
+            return {"status": "OOM", "error": error}
+        finally:
+            self.model.set_attn_implementation(attention.ATTENTION_NAME)
+        first, last = 1 + decode_warmup, total  # stamps[k]: the k-th new token (stamps[0]: the prompt)
+        ttft = stamps[1] - start
+        return {"status": "ok", "phase1_s": ttft, "prefill_s": 0.0, "ttft_s": ttft,
+                "decode_ms_tok": (stamps[last] - stamps[first]) / decode_tokens * 1e3, "peak_bytes": _peak_bytes(self.device)}
+
     def sample(self, spec: CellSpec, decode_warmup: int, decode_tokens: int) -> dict:
+        if spec.mode == "hf-static":
+            return self.hf_static_sample(spec, decode_warmup, decode_tokens)
         if spec.mode == "hf-dense":
             return self.hf_sample(spec)
         return self.engine_sample(spec, decode_warmup, decode_tokens)
@@ -572,7 +624,7 @@ def _combine_repeat(per_rank: list[dict]) -> dict:
         values = [s.get(key) for s in per_rank if s.get(key) is not None]
         return max(values) if values else None
 
-    return {key: worst(key) for key in ("phase1_s", "prefill_s", "ttft_s", "decode_ms_tok")}
+    return {key: worst(key) for key in ("phase1_s", "prefill_s", "ttft_s", "decode_ms_tok", "capture_s")}
 
 
 def summarise_cell(spec: CellSpec, samples: list[list[dict]], *, dims: ModelDims, world_size: int,
@@ -581,7 +633,7 @@ def summarise_cell(spec: CellSpec, samples: list[list[dict]], *, dims: ModelDims
     """``samples[rank][repeat]`` -> one JSON-ready cell (medians over repeats)."""
     cell: dict[str, Any] = {
         "mode": spec.mode, "length": spec.length, "block": spec.block, "anchor": spec.anchor, "relay": spec.relay,
-        "block_rule": spec.block_rule, "ranks": world_size, "status": "ok", "note": None,
+        "block_rule": spec.block_rule, "decode": spec.decode, "ranks": world_size, "status": "ok", "note": None,
     }
     if spec.skip_reason:
         cell.update(status="skipped", note=spec.skip_reason)
@@ -596,7 +648,7 @@ def summarise_cell(spec: CellSpec, samples: list[list[dict]], *, dims: ModelDims
         return cell
     repeats = [_combine_repeat([samples[r][i] for r in range(len(samples))]) for i in range(len(samples[0]))]
     phase1 = _median([r["phase1_s"] for r in repeats])
-    if spec.mode == "hf-dense":
+    if spec.mode in HF_MODES:
         flops_per_rank = [forward_flops(dims, spec.length + question_tokens)]
         tokens = spec.length + question_tokens
     else:
@@ -611,6 +663,7 @@ def summarise_cell(spec: CellSpec, samples: list[list[dict]], *, dims: ModelDims
         prefill_s=_median([r["prefill_s"] for r in repeats]),
         phase1_tok_s=tokens / phase1 if phase1 else None,
         decode_ms_tok=_median([r["decode_ms_tok"] for r in repeats]),
+        capture_s=_median([r["capture_s"] for r in repeats]),
         peak_mem_gib=max(peaks),
         peak_mem_gib_per_rank=peaks,
         flops=total,
@@ -620,7 +673,9 @@ def summarise_cell(spec: CellSpec, samples: list[list[dict]], *, dims: ModelDims
         pct_peak=100 * achieved / world_size / peak_flops if achieved and peak_flops else None,
         repeats=repeats,
     )
-    if spec.mode != "hf-dense":
+    decode_ms = cell["decode_ms_tok"]
+    cell["decode_tok_s"] = 1e3 / decode_ms if decode_ms else None
+    if spec.mode not in HF_MODES:
         cell.update(
             passes_per_rank=[samples[r][0].get("passes") for r in range(len(samples))],
             kv_tokens_per_rank=[samples[r][0].get("kv_tokens") for r in range(len(samples))],
@@ -635,7 +690,7 @@ def add_ratios(cells: list[dict]) -> None:
     refs: dict[tuple[str, int], float] = {}
     for c in cells:
         if c["status"] == "ok" and c["mode"] in ("dense", "hf-dense", "ring"):
-            refs[(c["mode"], c["length"])] = c["ttft_s"]
+            refs.setdefault((c["mode"], c["length"]), c["ttft_s"])  # the first decode mode's cell
     for c in cells:
         for mode, key in (("dense", "speedup_vs_dense"), ("hf-dense", "speedup_vs_hf_dense"), ("ring", "speedup_vs_ring")):
             ref = refs.get((mode, c["length"]))
@@ -657,11 +712,15 @@ TABLE_COLUMNS: list[tuple[str, Callable[[dict], str]]] = [
     ("block", lambda c: _fmt(c.get("block"))),
     ("anchor", lambda c: _fmt(c.get("anchor"))),
     ("relay", lambda c: _fmt(c.get("relay"))),
+    ("decode", lambda c: _fmt(c.get("decode"))),
     ("ranks", lambda c: str(c["ranks"])),
     ("ttft_s", lambda c: _fmt(c.get("ttft_s"), ".4g")),
     ("phase1_s", lambda c: _fmt(c.get("phase1_s"), ".4g")),
     ("phase1_tok_s", lambda c: _fmt(c.get("phase1_tok_s"), ".0f")),
     ("decode_ms_tok", lambda c: _fmt(c.get("decode_ms_tok"), ".2f")),
+    ("decode_tok_s", lambda c: _fmt(c.get("decode_tok_s"), ".0f")),
+    ("prefill_ms", lambda c: _fmt(1e3 * c["prefill_s"] if c.get("prefill_s") else None, ".1f")),
+    ("capture_s", lambda c: _fmt(c.get("capture_s"), ".3f")),
     ("peak_mem_GiB", lambda c: _fmt(c.get("peak_mem_gib"), ".2f")),
     ("TFLOP/s", lambda c: _fmt(c.get("tflops"), ".3g")),
     ("%peak", lambda c: _fmt(c.get("pct_peak"), ".1f")),
@@ -728,7 +787,8 @@ def run_bench(settings: BenchSettings, comm: Comm, log: Callable[[str], None] = 
     for mode in settings.modes:
         if mode in SINGLE_PROCESS_MODES and world > 1:
             continue
-        runner.sample(_warmup_spec(mode, warm_length, world), decode_warmup=1, decode_tokens=1)
+        for decode in settings.decodes if mode in ENGINE_MODES else [None]:
+            runner.sample(_warmup_spec(mode, warm_length, world, decode), decode_warmup=1, decode_tokens=1)
 
     def estimate(spec: CellSpec, rank: int) -> int:
         return estimate_cell_bytes(dims, spec.partition, rank, dtype_bytes=dtype_bytes, weight_bytes=weight_bytes,
@@ -855,9 +915,10 @@ def bench_command(
         "--shape", help=f"Random-weight model shape: {', '.join(SHAPES)} (default llama3-8b).")] = None,
     model: Annotated[Optional[Path], typer.Option("--model", help="A model folder to load instead of a random shape.")] = None,
     lengths: Annotated[str, typer.Option("--lengths", help="Document lengths, comma separated (k = 1024, m = 1024²).")] = "32k,128k",
-    modes: Annotated[str, typer.Option("--modes", help="Comma list of dense, star, ring, hf-dense.")] = "dense,star,ring",
+    modes: Annotated[str, typer.Option("--modes", help="Comma list of dense, star, ring, hf-dense, hf-static.")] = "dense,star,ring",
     block_sizes: Annotated[Optional[str], typer.Option("--block-sizes", help="Star block sizes, comma list (default: N/4).")] = None,
     anchor_size: Annotated[Optional[str], typer.Option("--anchor-size", help="Star anchor tokens (default: the block size).")] = None,
+    decodes: Annotated[str, typer.Option("--decodes", help="Engine decode modes, comma list: auto (a CUDA graph on cuda), eager (the reference), static.")] = "auto",
     relays: Annotated[Optional[str], typer.Option("--relays", help="Star relays, comma list: tokens of the previous block each block also attends to (default: the engine's, the whole block with N/4 blocks, else 0).")] = None,
     ranks: Annotated[int, typer.Option("--ranks", help="Processes (one per GPU); >1 relaunches under torch.distributed.run.")] = 1,
     device: Annotated[str, typer.Option("--device", help="auto, cuda or cpu.")] = "auto",
@@ -877,7 +938,7 @@ def bench_command(
     try:
         settings = _settings(shape, model, lengths, modes, block_sizes, anchor_size, ranks, device, dtype, kernel,
                              question_tokens, decode_tokens, decode_warmup, repeats, pass_tokens, json_path, seed,
-                             matmul_size, relays)
+                             matmul_size, relays, decodes)
     except BenchError as exc:
         _fail(str(exc))
     inside_launcher = "WORLD_SIZE" in os.environ
@@ -923,7 +984,7 @@ def bench_command(
 
 def _settings(shape, model, lengths, modes, block_sizes, anchor_size, ranks, device, dtype, kernel,
               question_tokens, decode_tokens, decode_warmup, repeats, pass_tokens, json_path, seed,
-              matmul_size=None, relays=None) -> BenchSettings:
+              matmul_size=None, relays=None, decodes="auto") -> BenchSettings:
     if model is not None and shape is not None:
         raise BenchError("give --shape or --model, not both")
     if model is not None and not Path(model).is_dir():
@@ -965,9 +1026,17 @@ def _settings(shape, model, lengths, modes, block_sizes, anchor_size, ranks, dev
         resolve_kernel(kernel, resolved_device)
     except KernelError as exc:
         raise BenchError(f"--kernel: {exc}") from None
+    decode_list = list(dict.fromkeys(d.strip().lower() for d in decodes.split(",") if d.strip()))
+    if not decode_list:
+        raise BenchError("--decodes is empty")
+    try:
+        for decode in decode_list:
+            resolve_decode(decode, torch.device(resolved_device))
+    except EngineError as exc:
+        raise BenchError(f"--decodes: {exc}") from None
     return BenchSettings(
         lengths=length_list, modes=parse_modes(modes), block_sizes=list(dict.fromkeys(blocks)), anchor_size=anchors[0],
-        relays=list(dict.fromkeys(relay_list)), shape=shape, model_path=str(Path(model).resolve()) if model is not None else None, device=resolved_device,
+        relays=list(dict.fromkeys(relay_list)), decodes=decode_list, shape=shape, model_path=str(Path(model).resolve()) if model is not None else None, device=resolved_device,
         dtype=dtype, kernel=kernel, question_tokens=question_tokens, decode_tokens=decode_tokens,
         decode_warmup=decode_warmup, repeats=repeats, pass_tokens=pass_tokens, seed=seed,
         json_path=str(Path(json_path).resolve()) if json_path is not None else None, matmul_size=matmul_size,
@@ -988,6 +1057,7 @@ def _argv(settings: BenchSettings, ranks: int) -> list[str]:
         args += ["--anchor-size", str(settings.anchor_size)]
     if settings.relays != [None]:
         args += ["--relays", ",".join(str(r) for r in settings.relays)]
+    args += ["--decodes", ",".join(settings.decodes)]
     if settings.json_path:
         args += ["--json", settings.json_path]
     if settings.matmul_size:

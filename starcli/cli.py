@@ -43,6 +43,7 @@ Stop = Annotated[Optional[list[str]], typer.Option("--stop", help="Stop when thi
 Device = Annotated[str, typer.Option(envvar="STARCLI_DEVICE", help="auto, cpu or cuda.")]
 Dtype = Annotated[str, typer.Option(envvar="STARCLI_DTYPE", help="auto (bf16 on GPU, float32 on CPU), float32, bfloat16, float16.")]
 Kernel = Annotated[str, typer.Option(envvar="STARCLI_KERNEL", help="auto, flash-attn, cudnn, flash-sdpa, cpu-flash or math.")]
+Eager = Annotated[bool, typer.Option("--eager", envvar="STARCLI_EAGER", help="Decode without a CUDA graph (the reference path; the CPU always decodes this way).")]
 JsonOut = Annotated[bool, typer.Option("--json", help="Print one JSON object on stdout instead of streaming text.")]
 Quiet = Annotated[bool, typer.Option("--quiet", help="Print the answer only.")]
 Debug = Annotated[bool, typer.Option("--debug", help="Show tracebacks.")]
@@ -112,10 +113,10 @@ def _debug_trace(debug: bool) -> None:
         traceback.print_exc()
 
 
-def _settings(model, attention, block_size, anchor_size, relay, max_new_tokens, temperature, top_p, top_k, seed, stop, device, dtype, kernel, trust_remote_code, allow_pickle, cache=False, rope_scaling=None) -> RunSettings:
+def _settings(model, attention, block_size, anchor_size, relay, max_new_tokens, temperature, top_p, top_k, seed, stop, device, dtype, kernel, trust_remote_code, allow_pickle, cache=False, rope_scaling=None, eager=False) -> RunSettings:
     return RunSettings(
         model=model, device=device, dtype=dtype, attention=attention, block_size=block_size, anchor_size=anchor_size, relay=relay,
-        kernel=kernel, max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p, top_k=top_k, seed=seed,
+        kernel=kernel, eager=eager, max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p, top_k=top_k, seed=seed,
         stop=list(stop or []), trust_remote_code=trust_remote_code, allow_pickle=allow_pickle, cache=cache,
         rope_scaling=rope_scaling,
     )
@@ -135,7 +136,7 @@ def ask(
     question: Annotated[Optional[list[str]], typer.Option("--question", "-q", help="A question (repeatable); then every argument is a source.")] = None,
     model: Model = None, attention: Attention = "star", block_size: BlockSize = None, anchor_size: AnchorSize = None, relay: Relay = None,
     max_new_tokens: MaxNewTokens = 512, temperature: Temperature = 0.0, top_p: TopP = 1.0, top_k: TopK = 0,
-    seed: Seed = None, stop: Stop = None, device: Device = "auto", dtype: Dtype = "auto", kernel: Kernel = "auto",
+    seed: Seed = None, stop: Stop = None, device: Device = "auto", dtype: Dtype = "auto", kernel: Kernel = "auto", eager: Eager = False,
     json_output: JsonOut = False, quiet: Quiet = False, debug: Debug = False,
     max_file_bytes: MaxFileBytes = 1_000_000, include: Include = None, exclude: Exclude = None, password: Password = None,
     procs: Procs = None, gpus: Gpus = None, nnodes: Nnodes = 1, node_rank: NodeRank = 0, rdzv_endpoint: RdzvEndpoint = None,
@@ -162,7 +163,7 @@ def _request(sources: list[str], questions: list[str], o: dict) -> AskRequest:
         sources, questions,
         _settings(o["model"], o["attention"], o["block_size"], o["anchor_size"], o["relay"], o["max_new_tokens"], o["temperature"],
                   o["top_p"], o["top_k"], o["seed"], o["stop"], o["device"], o["dtype"], o["kernel"],
-                  o["trust_remote_code"], o["allow_pickle"], o["cache"], o["rope_scaling"]),
+                  o["trust_remote_code"], o["allow_pickle"], o["cache"], o["rope_scaling"], o["eager"]),
         IngestOptions(max_file_bytes=o["max_file_bytes"], include=list(o["include"] or []),
                       exclude=list(o["exclude"] or []), password=o["password"]),
         Placement(o["procs"], o["gpus"], o["nnodes"], o["node_rank"], o["rdzv_endpoint"], o["timeout"]),
@@ -183,7 +184,7 @@ def summarize(
     words: Annotated[Optional[int], typer.Option(help="Rough length of the summary in words.")] = None,
     model: Model = None, attention: Attention = "star", block_size: BlockSize = None, anchor_size: AnchorSize = None, relay: Relay = None,
     max_new_tokens: MaxNewTokens = 768, temperature: Temperature = 0.0, top_p: TopP = 1.0, top_k: TopK = 0,
-    seed: Seed = None, stop: Stop = None, device: Device = "auto", dtype: Dtype = "auto", kernel: Kernel = "auto",
+    seed: Seed = None, stop: Stop = None, device: Device = "auto", dtype: Dtype = "auto", kernel: Kernel = "auto", eager: Eager = False,
     json_output: JsonOut = False, quiet: Quiet = False, debug: Debug = False,
     max_file_bytes: MaxFileBytes = 1_000_000, include: Include = None, exclude: Exclude = None, password: Password = None,
     procs: Procs = None, gpus: Gpus = None, nnodes: Nnodes = 1, node_rank: NodeRank = 0, rdzv_endpoint: RdzvEndpoint = None,
@@ -205,7 +206,7 @@ def chat(
     sources: Annotated[Optional[list[str]], typer.Argument(help="Files, directories or PDFs to talk about.", show_default=False)] = None,
     model: Model = None, attention: Attention = "star", block_size: BlockSize = None, anchor_size: AnchorSize = None, relay: Relay = None,
     max_new_tokens: MaxNewTokens = 512, temperature: Temperature = 0.0, top_p: TopP = 1.0, top_k: TopK = 0,
-    seed: Seed = None, stop: Stop = None, device: Device = "auto", dtype: Dtype = "auto", kernel: Kernel = "auto",
+    seed: Seed = None, stop: Stop = None, device: Device = "auto", dtype: Dtype = "auto", kernel: Kernel = "auto", eager: Eager = False,
     debug: Debug = False, max_file_bytes: MaxFileBytes = 1_000_000, include: Include = None, exclude: Exclude = None,
     password: Password = None, trust_remote_code: TrustRemoteCode = False, allow_pickle: AllowPickle = False,
     rope_scaling: RopeScaling = None,
@@ -217,7 +218,7 @@ def chat(
         request = AskRequest(
             list(sources), [],
             _settings(model, attention, block_size, anchor_size, relay, max_new_tokens, temperature, top_p, top_k, seed, stop,
-                      device, dtype, kernel, trust_remote_code, allow_pickle, rope_scaling=rope_scaling),
+                      device, dtype, kernel, trust_remote_code, allow_pickle, rope_scaling=rope_scaling, eager=eager),
             IngestOptions(max_file_bytes=max_file_bytes, include=list(include or []), exclude=list(exclude or []), password=password),
         )
         run_chat(request, Renderer(), _read_question)

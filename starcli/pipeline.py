@@ -38,6 +38,7 @@ class RunSettings:
     anchor_size: int | None = None
     relay: int | None = None  # None: the engine's default (see starcli.star.partition.DEFAULT_RELAY)
     kernel: str = "auto"
+    eager: bool = False  # phase 2 without a CUDA graph (the reference path; the CPU is always eager)
     max_new_tokens: int = 512
     temperature: float = 0.0
     top_p: float = 1.0
@@ -138,7 +139,8 @@ def run_job(job: Job, comm: Comm, emit: Emit, loaded=None) -> dict | None:
 
     from .prompt import stop_token_ids
 
-    engine = StarEngine(model, comm, kernel=settings.kernel, pass_tokens=settings.pass_tokens)
+    engine = StarEngine(model, comm, kernel=settings.kernel, pass_tokens=settings.pass_tokens,
+                        decode="eager" if settings.eager else "auto")
     partition = plan_partition(
         settings.attention, len(job.document_ids), comm.world_size, settings.block_size, settings.anchor_size,
         relay=settings.relay,
@@ -180,6 +182,8 @@ def run_job(job: Job, comm: Comm, emit: Emit, loaded=None) -> dict | None:
                 "prefill_s": stats.prefill_seconds,
                 "decode_s": stats.decode_seconds,
                 "decode_tokens_per_s": stats.decode_tokens / stats.decode_seconds if stats.decode_seconds > 0 else None,
+                "decode_mode": stats.decode_mode,
+                "capture_s": stats.capture_seconds,
                 "stop_reason": stats.stop_reason,
             }
         )

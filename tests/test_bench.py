@@ -133,7 +133,18 @@ def check_cell_schema(cell):
         assert cell["flops"] == sum(cell["flops_per_rank"]) > 0
         assert cell["tflops"] > 0 and cell["pct_peak"] > 0 and cell["peak_mem_gib"] > 0
         if cell["mode"] != "hf-dense":
-            assert cell["decode_ms_tok"] > 0
+            assert cell["decode_ms_tok"] > 0 and cell["decode_tok_s"] == pytest.approx(1e3 / cell["decode_ms_tok"])
+
+
+def test_decode_modes_and_the_static_cache_peer(tmp_path, one_thread):
+    """Every engine cell once per --decodes entry, and transformers' static-cache generate as a row."""
+    report = bench.bench_command(lengths="256", modes="star,hf-static", decodes="eager,static", block_sizes="64", **FAST)
+    cells = report["cells"]
+    assert [(c["mode"], c["decode"]) for c in cells] == [("star", "eager"), ("star", "static"), ("hf-static", None)]
+    for cell in cells:
+        assert cell["status"] == "ok", cell
+        check_cell_schema(cell)
+    assert cells[2]["ttft_s"] > 0 and cells[2]["capture_s"] is None
 
 
 def test_single_process_run(tmp_path, capsys, one_thread):
@@ -157,7 +168,7 @@ def test_single_process_run(tmp_path, capsys, one_thread):
     assert cells[0]["speedup_vs_dense"] == pytest.approx(1.0) and cells[3]["speedup_vs_ring"] == pytest.approx(1.0)
     assert cells[4]["speedup_vs_hf_dense"] == pytest.approx(1.0) and cells[4]["decode_ms_tok"] is None
     table = capsys.readouterr().out.splitlines()
-    assert table[1].split()[:6] == ["mode", "length", "block", "anchor", "relay", "ranks"]
+    assert table[1].split()[:7] == ["mode", "length", "block", "anchor", "relay", "decode", "ranks"]
     assert "x_ring" in table[1] and len(table) == 2 + len(cells)
 
 
@@ -196,6 +207,8 @@ def test_model_folder(tmp_path, one_thread):
     (["--dtype", "int8"], "--dtype"),
     (["--kernel", "cudnn", "--device", "cpu"], "CUDA"),
     (["--relays", "1x"], "--relays"),
+    (["--decodes", "graph", "--device", "cpu"], "--decodes"),
+    (["--decodes", "fast"], "--decodes"),
 ])
 def test_bad_options_exit_2_with_one_line(args, words):
     app = typer.Typer()

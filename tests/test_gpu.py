@@ -63,3 +63,36 @@ def test_engine_on_cuda_matches_cpu_float32():
 def _answer(engine, doc, question, partition):
     engine.encode_context(doc, partition)
     return engine.answer(question.tolist(), max_new_tokens=8)
+
+
+def _graph_vs_eager(decode, attention, relay, dtype, sampling):
+    from starcli.star.engine import StarEngine
+    from starcli.star.partition import plan_partition
+
+    from .tiny import random_ids, tiny_pair
+
+    _, star = tiny_pair("qwen2", dtype=dtype)
+    engine = StarEngine(star.to("cuda"), kernel="auto", decode=decode)
+    n = 1500
+    block = 512 if attention == "star" else None
+    engine.encode_context(random_ids(n, 1), plan_partition(attention, n, 1, block, relay=relay))
+    runs = []
+    for question, keep in ((random_ids(7, 2), False), (random_ids(5, 3), False), (random_ids(4, 4), True)):
+        tokens, stats = engine.answer(question.tolist(), max_new_tokens=40, sampling=sampling, keep_history=keep)
+        runs.append((tokens, stats))
+    return runs
+
+
+@cuda
+@pytest.mark.parametrize("attention, relay", [("star", None), ("star", 0), ("dense", None), ("ring", None)])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_captured_decode_gives_the_eager_tokens(attention, relay, dtype):
+    from starcli.star.sampling import SamplingParams
+
+    for sampling in (SamplingParams(), SamplingParams(temperature=0.7, top_k=50, seed=1)):
+        graph = _graph_vs_eager("graph", attention, relay, dtype, sampling)
+        eager = _graph_vs_eager("eager", attention, relay, dtype, sampling)
+        assert [t for t, _ in graph] == [t for t, _ in eager]
+        # captured once for the first question, replayed for the next ones
+        assert graph[0][1].capture_seconds > 0 and graph[1][1].capture_seconds == 0
+        assert graph[0][1].decode_mode == "graph" and eager[0][1].decode_mode == "eager"

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from starcli.star.kernels import KernelError, attention_with_lse, resolve_kernel
+from starcli.star.kernels import KernelError, attention_upto, attention_with_lse, resolve_kernel
 
 
 def reference(q, k, v, causal):
@@ -62,3 +62,20 @@ def test_split_key_decoding_matches_float64(sk):
     ref_out, ref_lse = reference(q, k, v, False)
     torch.testing.assert_close(out.double(), ref_out, atol=2e-5, rtol=2e-5)
     torch.testing.assert_close(lse.double(), ref_lse, atol=2e-5, rtol=2e-5)
+
+
+@pytest.mark.parametrize("heads", [(4, 4), (4, 2), (6, 1)])
+@pytest.mark.parametrize("sq, end, capacity", [(1, 1, 8), (1, 7, 16), (3, 9, 9), (5, 12, 32)])
+def test_attention_upto_equals_causal_attention_over_the_filled_keys(heads, sq, end, capacity):
+    """The fixed-shape tail attention of captured decoding: keys past the device-side end are
+    ignored whatever they hold (finite garbage here), and the rest is bottom-right causal."""
+    torch.manual_seed(0)
+    hq, hkv = heads
+    q = torch.randn(2, hq, sq, 16)
+    k, v = torch.randn(2, hkv, capacity, 16), torch.randn(2, hkv, capacity, 16)
+    k[:, :, end:] *= 30  # large garbage past ``end`` would show if it leaked
+    v[:, :, end:] *= 30
+    out, lse = attention_upto(q, k, v, torch.tensor(end), scale=16**-0.5)
+    ref_out, ref_lse = reference(q, k[:, :, :end], v[:, :, :end], causal=True)
+    torch.testing.assert_close(out.double(), ref_out, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(lse.double(), ref_lse, atol=1e-5, rtol=1e-5)

@@ -20,7 +20,9 @@ what the pass is:
   every earlier token exactly (the context-parallel baseline).
 - ``GenerateStep``: phase 2. Queries attend to the document KV held here; the last rank also
   holds the question/answer KV ("tail") and attends to it causally. Partials are all-gathered and
-  merged by log-sum-exp, so every rank ends with the exact global result.
+  merged by log-sum-exp, so every rank ends with the exact global result. With a device-side
+  ``tail_length`` the step has the same shapes every time (a preallocated tail masked by length),
+  which is what lets the one-token step run as a captured CUDA graph.
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ from dataclasses import dataclass, field
 import torch
 
 from .comm import Comm
-from .kernels import attention_with_lse, empty_partial
+from .kernels import attention_upto, attention_with_lse, empty_partial
 from .merge import merge_many, merge_partials
 
 ATTENTION_NAME = "star"
@@ -68,7 +70,10 @@ class RingStep:
 
 @dataclass
 class GenerateStep:
-    pass
+    # None: the tail grows by this step's tokens at ``tail.filled`` (eager). A 0-dim integer device
+    # tensor: the tokens already in a preallocated tail, so the step has fixed shapes and can be
+    # captured in a CUDA graph (see starcli.star.graphs)
+    tail_length: torch.Tensor | None = None
 
 
 @dataclass
@@ -90,6 +95,14 @@ class KVBuffer:
             raise RuntimeError(f"KV buffer overflow: {end} > {self.capacity} tokens")
         self.keys[layer][:, :, offset:end] = k
         self.values[layer][:, :, offset:end] = v
+
+    def allocate(self, layers: int, shape: tuple[int, int, int], dtype: torch.dtype, device: torch.device) -> None:
+        """Every layer's K/V at full capacity now, as zeros: a captured graph needs fixed addresses,
+        and masked attention over not yet written slots needs finite values there."""
+        batch, heads, dim = shape
+        for layer in range(layers):
+            self.keys[layer] = torch.zeros(batch, heads, self.capacity, dim, dtype=dtype, device=device)
+            self.values[layer] = torch.zeros(batch, heads, self.capacity, dim, dtype=dtype, device=device)
 
     def read(self, layer: int, end: int | None = None) -> tuple[torch.Tensor, torch.Tensor] | None:
         if layer not in self.keys:
@@ -279,18 +292,29 @@ class AttentionState:
         else:
             partial = self._attend(q, held[0], held[1], False, scale)
         if self.comm.is_last:
-            start = self.tail.filled
-            self.tail.write(layer, k, v, start)
-            tail_k, tail_v = self.tail.read(layer, end=start + q.shape[2])
-            # The tail grows by one token per step; shape-specialised fused kernels (cuDNN builds a
-            # plan per shape) would pay setup every step, while this short attention is cheap in math.
-            kernel = "math" if tail_k.shape[2] <= _SHORT_TAIL else self.kernel
-            own = attention_with_lse(q, tail_k, tail_v, causal=True, scale=scale, kernel=kernel)
+            own = self._attend_tail(layer, q, k, v, scale, self.step.tail_length)
             partial = own if partial is None else merge_partials(*partial, *own)
         if partial is None:
             partial = empty_partial(q)
         outs, lses = self.comm.all_gather_partials(*partial)
         return merge_many(outs, lses)[0]
+
+    def _attend_tail(self, layer, q, k, v, scale, tail_length: torch.Tensor | None):
+        """This step's tokens into the question/answer KV, then their causal attention over it."""
+        if tail_length is not None:
+            # fixed shapes: write at a device-side offset, attend over the whole buffer up to the new end
+            index = tail_length + torch.arange(q.shape[2], device=q.device)
+            keys, values = self.tail.keys[layer], self.tail.values[layer]
+            keys.index_copy_(2, index, k)
+            values.index_copy_(2, index, v)
+            return attention_upto(q, keys, values, tail_length + q.shape[2], scale)
+        start = self.tail.filled
+        self.tail.write(layer, k, v, start)
+        tail_k, tail_v = self.tail.read(layer, end=start + q.shape[2])
+        # The tail grows by one token per step; shape-specialised fused kernels (cuDNN builds a
+        # plan per shape) would pay setup every step, while this short attention is cheap in math.
+        kernel = "math" if tail_k.shape[2] <= _SHORT_TAIL else self.kernel
+        return attention_with_lse(q, tail_k, tail_v, causal=True, scale=scale, kernel=kernel)
 
 
 def _runs(lengths: list[int]) -> list[tuple[int, int]]:

@@ -16,6 +16,7 @@ import torch
 from . import attention
 from .attention import AttentionState, BlocksStep, DenseChunkStep, GenerateStep, RingStep
 from .comm import Comm
+from .graphs import DecodeStep
 from .kernels import resolve_kernel
 from .partition import Partition, plan_dense
 from .sampling import SamplingParams, make_generator, sample_next
@@ -23,6 +24,15 @@ from .sampling import SamplingParams, make_generator, sample_next
 # A forward pass holds at most this many document tokens (but always at least one whole block):
 # bounds activation memory without making passes too small to run at full speed.
 DEFAULT_PASS_TOKENS = 32768
+
+# How phase 2 decodes: "graph" replays the fixed-shape one-token step as a CUDA graph (the fast
+# path on CUDA); "static" runs that same fixed-shape step without capture (what the graph
+# replays, checkable on any device); "eager" grows the tail step by step (the reference, and the
+# CPU path). "auto" is "graph" on CUDA, "eager" elsewhere.
+DECODE_MODES = ("auto", "graph", "static", "eager")
+# The fixed-shape tail is allocated in multiples of this many tokens, so questions of similar
+# length and answer budget reuse one capture.
+_TAIL_QUANTUM = 1024
 
 
 class EngineError(RuntimeError):
@@ -42,8 +52,10 @@ class EncodeStats:
 class AnswerStats:
     question_tokens: int = 0
     prefill_seconds: float = 0.0  # question prefill through the first chosen token
-    decode_seconds: float = 0.0
+    decode_seconds: float = 0.0  # after the first token, capture excluded
     decode_tokens: int = 0  # tokens generated after the first
+    capture_seconds: float = 0.0  # capturing the decode step's CUDA graph (0 when reused or eager)
+    decode_mode: str = ""  # graph, static or eager
     stop_reason: str = ""
 
 
@@ -74,7 +86,8 @@ def _sync(device: torch.device) -> None:
 
 
 class StarEngine:
-    def __init__(self, model, comm: Comm | None = None, kernel: str = "auto", pass_tokens: int = DEFAULT_PASS_TOKENS):
+    def __init__(self, model, comm: Comm | None = None, kernel: str = "auto", pass_tokens: int = DEFAULT_PASS_TOKENS,
+                 decode: str = "auto"):
         attention.register()
         reason = supports_star(model)
         if reason:
@@ -86,8 +99,15 @@ class StarEngine:
         self.comm = comm or Comm(device=self.device)
         self.kernel = resolve_kernel(kernel, self.device)
         self.pass_tokens = pass_tokens
-        self.state = AttentionState(self.comm, self.kernel)
+        self.decode = resolve_decode(decode, self.device)
         self.run: EngineRun | None = None
+        self.reset()
+
+    def reset(self) -> None:
+        """Forget the document and any captured step (their buffers are freed with them)."""
+        self.state = AttentionState(self.comm, self.kernel)
+        self.run = None
+        self._decode_step: DecodeStep | None = None
         self.history = 0  # question/answer tokens after the document (same on every rank)
         self.unfed: list[int] = []  # an answer's last token, chosen but not yet run through the model
 
@@ -112,7 +132,7 @@ class StarEngine:
         """Encode this rank's share of ``doc_ids`` (N,) per ``partition``; keeps its KV for phase 2."""
         if doc_ids.numel() != partition.num_tokens:
             raise EngineError(f"partition is for {partition.num_tokens} tokens, got {doc_ids.numel()}")
-        self.state = AttentionState(self.comm, self.kernel)
+        self.reset()
         self.history, self.unfed = 0, []
         doc_ids = doc_ids.to(self.device)
         plan = partition.ranks[self.comm.rank]
@@ -174,11 +194,9 @@ class StarEngine:
     def _join_anchor_broadcast(self, anchor: int) -> None:
         """A rank with no blocks (more ranks than blocks) still takes part in rank 0's per-layer
         anchor broadcasts, which are collectives over every rank."""
-        config = self.model.config
-        heads = config.num_key_value_heads or config.num_attention_heads
-        head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
+        heads, head_dim = _kv_heads_and_dim(self.model.config)
         like = torch.empty(1, heads, 0, head_dim, dtype=self.model.dtype, device=self.device)
-        for layer in range(config.num_hidden_layers):
+        for layer in range(self.model.config.num_hidden_layers):
             self.state.receive_anchor(layer, like, anchor)
 
     def _encode_dense(self, doc_ids, partition: Partition, stats: EncodeStats, on_progress) -> None:
@@ -244,8 +262,9 @@ class StarEngine:
         else:
             self.history = 0
         self.unfed = []
-        stats = AnswerStats(question_tokens=len(question_ids))
+        stats = AnswerStats(question_tokens=len(question_ids), decode_mode=self.decode)
         self._reserve_tail(self.history, len(question_ids) + max_new_tokens)
+        step_one = self._one_token_step()
         generator = make_generator(sampling)
         position = self.run.partition.num_tokens + self.history
         self.history += len(question_ids)
@@ -256,6 +275,7 @@ class StarEngine:
         token = self._choose(logits, sampling, generator)
         stats.prefill_seconds = time.perf_counter() - start
         tokens: list[int] = []
+        capture_before = step_one.capture_seconds if step_one else 0.0
         decode_start = time.perf_counter()
         while True:
             if token in stop_token_ids:
@@ -268,13 +288,17 @@ class StarEngine:
             if len(tokens) >= max_new_tokens:
                 stats.stop_reason = "max new tokens"
                 break
-            logits = self._step([token], position)
+            logits = step_one(token, position, self.state.tail.filled) if step_one else self._step([token], position)
+            if step_one and self.comm.is_last:
+                self.state.tail.filled += 1
             position += 1
             self.history += 1
             token = self._choose(logits, sampling, generator)
         if stats.stop_reason != "end of turn":
             self.unfed = [tokens[-1]]
-        stats.decode_seconds = time.perf_counter() - decode_start
+        if step_one:
+            stats.capture_seconds = step_one.capture_seconds - capture_before
+        stats.decode_seconds = time.perf_counter() - decode_start - stats.capture_seconds
         stats.decode_tokens = max(0, len(tokens) - 1)
         return tokens, stats
 
@@ -283,14 +307,34 @@ class StarEngine:
         if not self.comm.is_last:
             return
         old = self.state.tail
-        if keep == 0 or old.capacity < keep + extra:
+        if self.decode == "eager" and (keep == 0 or old.capacity < keep + extra):
             tail = attention.KVBuffer(keep + extra)
             for layer in old.keys:
                 if keep:
                     tail.write(layer, old.keys[layer][:, :, :keep], old.values[layer][:, :, :keep], 0)
-            tail.filled = keep
             self.state.tail = tail
+        elif self.decode != "eager" and old.capacity < keep + extra:
+            # fixed shapes: every layer allocated at once; a new buffer needs a new capture
+            tail = attention.KVBuffer(-(-(keep + extra) // _TAIL_QUANTUM) * _TAIL_QUANTUM)
+            config = self.model.config
+            tail.allocate(config.num_hidden_layers, (1, *_kv_heads_and_dim(config)), self.model.dtype, self.device)
+            for layer in old.keys:
+                if keep:
+                    tail.write(layer, old.keys[layer][:, :, :keep], old.values[layer][:, :, :keep], 0)
+            self.state.tail = tail
+            self._decode_step = None
         self.state.tail.filled = keep
+
+    def _one_token_step(self) -> DecodeStep | None:
+        """The fixed-shape decoding step for the current document and tail (None when eager)."""
+        if self.decode == "eager":
+            return None
+        if self._decode_step is None:
+            def forward(ids, positions, step):
+                return self._forward(ids, positions, step, want_logits=True)
+
+            self._decode_step = DecodeStep(forward, self.device, capture=self.decode == "graph")
+        return self._decode_step
 
     def export_document_kv(self) -> dict[str, torch.Tensor]:
         """This rank's document KV by layer: ``k.{layer}``/``v.{layer}`` of shape (1, Hkv, tokens, D)."""
@@ -303,7 +347,7 @@ class StarEngine:
     def import_document_kv(self, tensors: dict[str, torch.Tensor], partition: Partition, encode: EncodeStats) -> None:
         """Install KV saved by ``export_document_kv`` for ``partition`` instead of running phase 1."""
         plan = partition.ranks[self.comm.rank]
-        self.state = AttentionState(self.comm, self.kernel)
+        self.reset()
         self.state.document.capacity = plan.num_tokens
         for name, tensor in tensors.items():
             kind, layer = name.split(".")
@@ -313,6 +357,23 @@ class StarEngine:
                 raise EngineError(f"cached KV holds {tensor.shape[2]} tokens, this rank needs {plan.num_tokens}")
         self.state.document.filled = plan.num_tokens
         self.run = EngineRun(partition, encode)
+
+
+def resolve_decode(name: str, device: torch.device) -> str:
+    """``auto`` -> graph on CUDA, eager elsewhere; ``graph`` needs CUDA."""
+    if name not in DECODE_MODES:
+        raise EngineError(f"unknown decode mode {name!r}: choose one of {', '.join(DECODE_MODES)}")
+    if name == "auto":
+        return "graph" if device.type == "cuda" else "eager"
+    if name == "graph" and device.type != "cuda":
+        raise EngineError("decode mode graph needs a CUDA device")
+    return name
+
+
+def _kv_heads_and_dim(config) -> tuple[int, int]:
+    heads = config.num_key_value_heads or config.num_attention_heads
+    head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
+    return heads, head_dim
 
 
 def _passes(blocks: list, pass_tokens: int) -> list[list]:

@@ -62,10 +62,14 @@ def _expand_kv(x: torch.Tensor, num_q_heads: int) -> torch.Tensor:
     return x if groups == 1 else x.repeat_interleave(groups, dim=1)
 
 
-def _math(q, k, v, causal: bool, scale: float):
-    """Reference kernel: float32 scores, exact softmax, query rows in chunks to bound memory."""
+def _math(q, k, v, causal: bool, scale: float, key_end: torch.Tensor | int | None = None):
+    """Reference kernel: float32 scores, exact softmax, query rows in chunks to bound memory.
+
+    ``key_end`` (causal only): the keys end there instead of at Sk, bottom-right aligned; the
+    keys after it are masked out. It may be a 0-dim device tensor (see ``attention_upto``)."""
     b, hq, sq, d = q.shape
     hkv, sk = k.shape[1], k.shape[2]
+    diagonal = (sk if key_end is None else key_end) - sq
     groups = hq // hkv
     kf = k.float().unsqueeze(2)  # (B, Hkv, 1, Sk, D): broadcast over the query group, no copy
     vf = v.float().unsqueeze(2)
@@ -75,7 +79,7 @@ def _math(q, k, v, causal: bool, scale: float):
         hi = min(lo + _MATH_QUERY_CHUNK, sq)
         scores = torch.matmul(qf[:, :, :, lo:hi], kf.transpose(-1, -2)) * scale  # (B,Hkv,G,rows,Sk)
         if causal:
-            rows = torch.arange(lo, hi, device=q.device).unsqueeze(1) + (sk - sq)
+            rows = torch.arange(lo, hi, device=q.device).unsqueeze(1) + diagonal
             cols = torch.arange(sk, device=q.device).unsqueeze(0)
             scores = scores.masked_fill(cols > rows, float("-inf"))
         lse = torch.logsumexp(scores, dim=-1)
@@ -212,3 +216,13 @@ def attention_with_lse(
         out, lse = impl(_group_queries(q, k.shape[1]), k, v, False, scale)
         return _ungroup(out, lse, q.shape[1])
     return impl(q, k, v, causal, scale)
+
+
+def attention_upto(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, key_end: torch.Tensor, scale: float):
+    """Causal attention of q (B, Hq, S, D) over the first ``key_end`` of the keys k/v (B, Hkv, C, D):
+    query i sees keys j <= key_end - S + i. ``key_end`` is a 0-dim integer tensor on q's device, so
+    the shapes depend on the buffer's capacity C alone and one captured CUDA graph serves every
+    decoding step while the length moves on the device. Keys past ``key_end`` must be finite (a
+    masked score is -inf, but 0 · NaN would still be NaN). Returns (out, lse) like
+    ``attention_with_lse``."""
+    return _math(q, k, v, True, scale, key_end=key_end)
