@@ -96,3 +96,35 @@ def test_captured_decode_gives_the_eager_tokens(attention, relay, dtype):
         # captured once for the first question, replayed for the next ones
         assert graph[0][1].capture_seconds > 0 and graph[1][1].capture_seconds == 0
         assert graph[0][1].decode_mode == "graph" and eager[0][1].decode_mode == "eager"
+
+
+@cuda
+@pytest.mark.parametrize("heads, dim", [((14, 2), 64), ((32, 8), 128), ((4, 2), 16)])
+@pytest.mark.parametrize("queries", [1, 48])
+@pytest.mark.parametrize("doc", [0, 700, 30000])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_split_kv_attention_matches_float64(heads, dim, queries, doc, dtype):
+    """Document (non-causal) plus a tail whose valid length is a device tensor (causal, bottom-right),
+    against one float64 softmax over the document and the tail's valid keys."""
+    from starcli.star.split_kv import Segment, available, split_kv_attention
+
+    if not available(torch.device("cuda")):
+        pytest.skip("triton not available")
+    torch.manual_seed(0)
+    hq, hkv = heads
+    capacity, valid = 1024, 60 + queries
+    q = torch.randn(1, queries, hq, dim, device="cuda", dtype=dtype).transpose(1, 2)  # the model's layout
+    doc_k, doc_v = (torch.randn(1, hkv, doc + 64, dim, device="cuda", dtype=dtype)[:, :, :doc] for _ in range(2))
+    tail_k, tail_v = (torch.randn(1, hkv, capacity, dim, device="cuda", dtype=dtype) for _ in range(2))
+    tail_k[:, :, valid:] *= 50  # past the valid end: must not leak in
+    segments = ([Segment(doc_k, doc_v)] if doc else []) + [Segment(tail_k, tail_v, torch.tensor(valid, device="cuda"), True)]
+    scale = dim**-0.5
+    out, lse = split_kv_attention(q, segments, scale)
+    keys = torch.cat([doc_k, tail_k[:, :, :valid]], 2).double().cpu().repeat_interleave(hq // hkv, 1)
+    values = torch.cat([doc_v, tail_v[:, :, :valid]], 2).double().cpu().repeat_interleave(hq // hkv, 1)
+    scores = (q.double().cpu() @ keys.transpose(-1, -2)) * scale
+    allowed = torch.arange(doc + valid)[None, :] <= (doc + valid - queries + torch.arange(queries))[:, None]
+    scores = scores.masked_fill(~allowed, float("-inf"))
+    tol = dict(atol=1e-4, rtol=1e-4) if dtype == torch.float32 else dict(atol=2e-2, rtol=0)
+    torch.testing.assert_close(out.double().cpu(), torch.softmax(scores, -1) @ values, **tol)
+    torch.testing.assert_close(lse.double().cpu(), torch.logsumexp(scores, -1), **(tol if dtype == torch.float32 else dict(atol=1e-2, rtol=0)))

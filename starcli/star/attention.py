@@ -31,6 +31,7 @@ from dataclasses import dataclass, field
 
 import torch
 
+from . import split_kv
 from .comm import Comm
 from .kernels import attention_upto, attention_with_lse, empty_partial
 from .merge import merge_many, merge_partials
@@ -286,6 +287,8 @@ class AttentionState:
         return out
 
     def _generate(self, layer, q, k, v, scale):
+        if self.step.tail_length is not None and split_kv.available(q.device):
+            return self._generate_split_kv(layer, q, k, v, scale, self.step.tail_length)
         held = self.document.read(layer)
         if held is None:
             partial = None
@@ -299,14 +302,32 @@ class AttentionState:
         outs, lses = self.comm.all_gather_partials(*partial)
         return merge_many(outs, lses)[0]
 
+    def _generate_split_kv(self, layer, q, k, v, scale, tail_length: torch.Tensor):
+        """The fixed-shape step on CUDA: document and tail in one two-kernel split-KV attention."""
+        segments = []
+        held = self.document.read(layer)
+        if held is not None and held[0].shape[2]:
+            segments.append(split_kv.Segment(*held))
+        if self.comm.is_last:
+            keys, values = self._write_tail(layer, k, v, tail_length)
+            segments.append(split_kv.Segment(keys, values, valid=tail_length + q.shape[2], causal=True))
+        partial = split_kv.split_kv_attention(q, segments, scale) if segments else empty_partial(q)
+        outs, lses = self.comm.all_gather_partials(*partial)
+        return merge_many(outs, lses)[0]
+
+    def _write_tail(self, layer, k, v, tail_length: torch.Tensor):
+        """This step's K/V into the preallocated tail at a device-side offset; the whole buffers."""
+        index = tail_length + torch.arange(k.shape[2], device=k.device)
+        keys, values = self.tail.keys[layer], self.tail.values[layer]
+        keys.index_copy_(2, index, k)
+        values.index_copy_(2, index, v)
+        return keys, values
+
     def _attend_tail(self, layer, q, k, v, scale, tail_length: torch.Tensor | None):
         """This step's tokens into the question/answer KV, then their causal attention over it."""
         if tail_length is not None:
             # fixed shapes: write at a device-side offset, attend over the whole buffer up to the new end
-            index = tail_length + torch.arange(q.shape[2], device=q.device)
-            keys, values = self.tail.keys[layer], self.tail.values[layer]
-            keys.index_copy_(2, index, k)
-            values.index_copy_(2, index, v)
+            keys, values = self._write_tail(layer, k, v, tail_length)
             return attention_upto(q, keys, values, tail_length + q.shape[2], scale)
         start = self.tail.filled
         self.tail.write(layer, k, v, start)
