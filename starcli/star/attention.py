@@ -39,6 +39,9 @@ from .merge import merge_many, merge_partials
 ATTENTION_NAME = "star"
 # Question + answer KV up to this many tokens is attended with the math kernel (see _generate).
 _SHORT_TAIL = 4096
+# Up to this many query rows (query heads per KV head × question tokens) a prefill goes through the
+# split-KV kernels too; longer questions have enough rows for the fused kernels to fill the GPU.
+_SPLIT_KV_ROWS = 1024
 
 
 @dataclass
@@ -123,6 +126,8 @@ class AttentionState:
         self.anchor = KVBuffer(0)
         self.tail = KVBuffer(0)
         self.anchor_in_document = False  # rank 0: the anchor is the start of the document buffer
+        # phase 2 through split_kv's kernels (CUDA with Triton; the engine's eager reference does not)
+        self.split_kv = False
 
     # --- helpers -------------------------------------------------------------------------------
     def _attend(self, q, k, v, causal: bool, scale: float):
@@ -287,8 +292,9 @@ class AttentionState:
         return out
 
     def _generate(self, layer, q, k, v, scale):
-        if self.step.tail_length is not None and split_kv.available(q.device):
-            return self._generate_split_kv(layer, q, k, v, scale, self.step.tail_length)
+        tail_length = self.step.tail_length
+        if self.split_kv and (tail_length is not None or q.shape[1] // k.shape[1] * q.shape[2] <= _SPLIT_KV_ROWS):
+            return self._generate_split_kv(layer, q, k, v, scale, tail_length)
         held = self.document.read(layer)
         if held is None:
             partial = None
@@ -302,15 +308,23 @@ class AttentionState:
         outs, lses = self.comm.all_gather_partials(*partial)
         return merge_many(outs, lses)[0]
 
-    def _generate_split_kv(self, layer, q, k, v, scale, tail_length: torch.Tensor):
-        """The fixed-shape step on CUDA: document and tail in one two-kernel split-KV attention."""
+    def _generate_split_kv(self, layer, q, k, v, scale, tail_length: torch.Tensor | None):
+        """Document and tail in one two-kernel split-KV attention (CUDA): the captured step, whose
+        tail length is on the device, and a short question's prefill, whose offset is known here."""
         segments = []
         held = self.document.read(layer)
         if held is not None and held[0].shape[2]:
             segments.append(split_kv.Segment(*held))
         if self.comm.is_last:
-            keys, values = self._write_tail(layer, k, v, tail_length)
-            segments.append(split_kv.Segment(keys, values, valid=tail_length + q.shape[2], causal=True))
+            if tail_length is None:
+                start = self.tail.filled
+                self.tail.write(layer, k, v, start)
+                keys, values = self.tail.read(layer, end=start + q.shape[2])
+                valid = None
+            else:
+                keys, values = self._write_tail(layer, k, v, tail_length)
+                valid = tail_length + q.shape[2]
+            segments.append(split_kv.Segment(keys, values, valid=valid, causal=True))
         partial = split_kv.split_kv_attention(q, segments, scale) if segments else empty_partial(q)
         outs, lses = self.comm.all_gather_partials(*partial)
         return merge_many(outs, lses)[0]

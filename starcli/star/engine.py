@@ -13,7 +13,7 @@ from typing import Callable
 
 import torch
 
-from . import attention
+from . import attention, split_kv
 from .attention import AttentionState, BlocksStep, DenseChunkStep, GenerateStep, RingStep
 from .comm import Comm
 from .graphs import DecodeStep
@@ -106,6 +106,7 @@ class StarEngine:
     def reset(self) -> None:
         """Forget the document and any captured step (their buffers are freed with them)."""
         self.state = AttentionState(self.comm, self.kernel)
+        self.state.split_kv = self.decode != "eager" and split_kv.available(self.device)
         self.run = None
         self._decode_step: DecodeStep | None = None
         self.history = 0  # question/answer tokens after the document (same on every rank)

@@ -19,6 +19,7 @@ in q's dtype, lse (B, Hq, S) float32, natural log.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import torch
@@ -85,8 +86,9 @@ if triton is not None:
         acc = tl.zeros([BLOCK_M, HEAD_DIM], tl.float32)
         k_base = k_ptr + b * sk_b + h * sk_h
         v_base = v_ptr + b * sv_b + h * sv_h
-        for lo in range(start, end, BLOCK_N):
-            cols = lo + tl.arange(0, BLOCK_N)
+        # a fixed trip count (masked past ``end``): the valid length may only be known on the device
+        for offset in range(0, split_keys, BLOCK_N):
+            cols = start + offset + tl.arange(0, BLOCK_N)
             col_ok = cols < end
             k = tl.load(k_base + cols[:, None] * sk_n + dims[None, :], mask=col_ok[:, None], other=0.0)
             v = tl.load(v_base + cols[:, None] * sv_n + dims[None, :], mask=col_ok[:, None], other=0.0)
@@ -145,6 +147,11 @@ if triton is not None:
         tl.store(lse_ptr + (b * kv_heads * (rows // queries) + head) * queries + query, lse, mask=row_ok)
 
 
+@functools.lru_cache(maxsize=None)
+def _multiprocessors(device: torch.device) -> int:
+    return torch.cuda.get_device_properties(device).multi_processor_count
+
+
 def _splits(segment: Segment, batch_heads: int, sms: int) -> tuple[int, int]:
     """(number of splits, keys per split) for one segment."""
     n = segment.keys.shape[2]
@@ -163,7 +170,7 @@ def split_kv_attention(q: torch.Tensor, segments: list[Segment], scale: float) -
     hkv = segments[0].keys.shape[1]
     rows = (hq // hkv) * s
     block_m = 16 if rows <= 16 else (32 if rows <= 32 else 64)
-    sms = torch.cuda.get_device_properties(q.device).multi_processor_count
+    sms = _multiprocessors(q.device)
     plans = [_splits(seg, b * hkv, sms) for seg in segments]
     total = sum(count for count, _ in plans)
     part_out = torch.empty(b * hkv, total, rows, d, device=q.device, dtype=torch.float32)
