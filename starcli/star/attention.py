@@ -126,7 +126,7 @@ class AttentionState:
         self.anchor = KVBuffer(0)
         self.tail = KVBuffer(0)
         self.anchor_in_document = False  # rank 0: the anchor is the start of the document buffer
-        # phase 2 through split_kv's kernels (CUDA with Triton; the engine's eager reference does not)
+        # phase 2 through split_kv's kernels (set by the engine where they run: CUDA with Triton)
         self.split_kv = False
 
     # --- helpers -------------------------------------------------------------------------------

@@ -27,8 +27,8 @@ DEFAULT_PASS_TOKENS = 32768
 
 # How phase 2 decodes: "graph" replays the fixed-shape one-token step as a CUDA graph (the fast
 # path on CUDA); "static" runs that same fixed-shape step without capture (what the graph
-# replays, checkable on any device); "eager" grows the tail step by step (the reference, and the
-# CPU path). "auto" is "graph" on CUDA, "eager" elsewhere.
+# replays, checkable on any device); "eager" grows the tail step by step, launching every kernel
+# from Python (the reference, and the CPU path). "auto" is "graph" on CUDA, "eager" elsewhere.
 DECODE_MODES = ("auto", "graph", "static", "eager")
 # The fixed-shape tail is allocated in multiples of this many tokens, so questions of similar
 # length and answer budget reuse one capture.
@@ -106,7 +106,8 @@ class StarEngine:
     def reset(self) -> None:
         """Forget the document and any captured step (their buffers are freed with them)."""
         self.state = AttentionState(self.comm, self.kernel)
-        self.state.split_kv = self.decode != "eager" and split_kv.available(self.device)
+        # the eager reference uses the same kernels, so it differs from the graph by capture alone
+        self.state.split_kv = split_kv.available(self.device)
         self.run = None
         self._decode_step: DecodeStep | None = None
         self.history = 0  # question/answer tokens after the document (same on every rank)
