@@ -55,7 +55,8 @@ def available(device: torch.device) -> bool:
 
 if triton is not None:
 
-    @triton.jit
+    # lengths change from call to call: one compiled kernel for all of them, not one per divisibility
+    @triton.jit(do_not_specialize=["n_keys", "n_valid", "split_base"])
     def _partials(q_ptr, k_ptr, v_ptr, out_ptr, lse_ptr, valid_ptr,
                   sq_b, sq_h, sq_s, sk_b, sk_h, sk_n, sv_b, sv_h, sv_n,
                   n_keys, n_valid, kv_heads, queries, rows, split_keys, split_base, total_splits, scale,
