@@ -425,6 +425,7 @@ def chat(request: AskRequest, renderer: Renderer, read_line, stdin=None) -> None
     renderer({"type": "stage", "stage": "loading model", "done": 1, "total": 1})
     engine = StarEngine(model, comm, kernel=settings.kernel, pass_tokens=settings.pass_tokens,
                         decode="eager" if settings.eager else "auto")
+    engine.warm_up()
     partition = plan_partition(settings.attention, len(doc_ids), 1, settings.block_size, settings.anchor_size,
                                relay=settings.relay)
     encode = engine.encode_context(torch.tensor(doc_ids), partition,

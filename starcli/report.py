@@ -143,7 +143,8 @@ def report_lines(r: dict) -> list[str]:
     if r.get("rope_scaling"):
         lines.append(f"rope scaling   {r['rope_scaling']}: window {r.get('window')} (accuracy degrades past the trained length)")
     if "model_load_s" in r:
-        lines.append(f"model load     {_seconds(r['model_load_s'])}")
+        warmup = f" + GPU warm-up {_seconds(r['warmup_s'])}" if r.get("warmup_s") else ""
+        lines.append(f"model load     {_seconds(r['model_load_s'])}{warmup}")
     if "ingest_s" in r:
         lines.append(f"ingest         {_seconds(r['ingest_s'])} ({r.get('files', 0)} parts, {r.get('skipped', 0)} skipped)")
     if "document_tokens" in r:

@@ -128,3 +128,18 @@ def test_split_kv_attention_matches_float64(heads, dim, queries, doc, dtype):
     tol = dict(atol=1e-4, rtol=1e-4) if dtype == torch.float32 else dict(atol=2e-2, rtol=0)
     torch.testing.assert_close(out.double().cpu(), torch.softmax(scores, -1) @ values, **tol)
     torch.testing.assert_close(lse.double().cpu(), torch.logsumexp(scores, -1), **(tol if dtype == torch.float32 else dict(atol=1e-2, rtol=0)))
+
+
+@cuda
+def test_warm_up_runs_once_per_process_and_leaves_no_document():
+    from starcli.star import engine as engine_module
+    from starcli.star.engine import EngineError, StarEngine
+
+    from .tiny import tiny_pair
+
+    _, star = tiny_pair("qwen2")
+    engine = StarEngine(star.to("cuda"))
+    engine_module._WARMED_DEVICES.discard(engine.device)
+    assert engine.warm_up() > 0 and engine.warm_up() == 0.0
+    with pytest.raises(EngineError, match="encode_context must run"):
+        engine.answer([1, 2], max_new_tokens=2)

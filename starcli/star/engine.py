@@ -18,7 +18,7 @@ from .attention import AttentionState, BlocksStep, DenseChunkStep, GenerateStep,
 from .comm import Comm
 from .graphs import DecodeStep
 from .kernels import resolve_kernel
-from .partition import Partition, plan_dense
+from .partition import Partition, plan_dense, plan_star
 from .sampling import SamplingParams, make_generator, sample_next
 
 # A forward pass holds at most this many document tokens (but always at least one whole block):
@@ -33,6 +33,9 @@ DECODE_MODES = ("auto", "graph", "static", "eager")
 # The fixed-shape tail is allocated in multiples of this many tokens, so questions of similar
 # length and answer budget reuse one capture.
 _TAIL_QUANTUM = 1024
+# Document tokens of the warm-up run: the same kernels as a real document, in a fraction of a second.
+_WARMUP_TOKENS = 2048
+_WARMED_DEVICES: set[torch.device] = set()
 
 
 class EngineError(RuntimeError):
@@ -112,6 +115,23 @@ class StarEngine:
         self._decode_step: DecodeStep | None = None
         self.history = 0  # question/answer tokens after the document (same on every rank)
         self.unfed: list[int] = []  # an answer's last token, chosen but not yet run through the model
+
+    def warm_up(self, tokens: int = _WARMUP_TOKENS) -> float:
+        """CUDA: run a small random document and a short answer through phase 1 and 2, so that the
+        process's one-time setup (library handles, lazily loaded kernels, Triton compilation, the
+        graph machinery) is not paid inside the user's first document. Every rank must call it.
+        Returns the seconds it took (0 on the CPU, which has no such setup, and once done in this process)."""
+        if self.device.type != "cuda" or self.device in _WARMED_DEVICES:
+            return 0.0
+        _WARMED_DEVICES.add(self.device)
+        start = time.perf_counter()
+        ids = torch.randint(0, self.model.config.vocab_size, (tokens,), generator=torch.Generator().manual_seed(0))
+        self.encode_context(ids, plan_star(tokens, self.comm.world_size))
+        self.answer(ids[:8].tolist(), max_new_tokens=3)
+        self.reset()
+        self.history, self.unfed = 0, []
+        _sync(self.device)
+        return time.perf_counter() - start
 
     # --- forward ---------------------------------------------------------------------------------
     def _forward(self, ids: torch.Tensor, positions: torch.Tensor, step, want_logits: bool) -> torch.Tensor | None:
