@@ -13,7 +13,8 @@ from typing import IO
 from .pipeline import Batch, Job, RunSettings, load_for_batch, resolve_device, run_batch, run_job
 from .prompt import PromptError, build_prompt, document_text
 from .report import Renderer
-from .rope import RopeScalingError, parse_rope_scaling, scaled_positions, unsupported_reason
+from .rope import (DEFAULT_MODEL_MAX_FACTOR, NONE, RopeScalingError, fitting_factor, parse_rope_scaling, scaled_positions,
+                   unsupported_reason)
 from .sources import Document, IngestOptions, load_sources
 from .star.comm import Comm
 from .star.partition import plan_partition
@@ -55,6 +56,7 @@ class AskRequest:
     long: str = "refuse"  # input over the window: refuse, map (ask --long map) or summary (summarize)
     words: int | None = None  # summarize --words
     window: int | None = None  # --window: a smaller window than the model's
+    stretch: bool = True  # the default model may stretch its RoPE for longer input (--rope-scaling none: never)
 
 
 def read_input(sources: list[str], ingest: IngestOptions, renderer: Renderer, stdin: IO[bytes] | None) -> Document:
@@ -193,12 +195,11 @@ def _truncate_document(tokenizer, document: str, questions: list[str], prompts, 
 
 def _validate(request: AskRequest) -> None:
     settings = request.settings
+    _read_rope_scaling(request)
     try:
         settings.device = resolve_device(settings.device)
         settings.sampling().validate()
-        if settings.rope_scaling:
-            parse_rope_scaling(settings.rope_scaling)
-    except (ValueError, RopeScalingError) as exc:
+    except ValueError as exc:
         raise UserError(str(exc), code=2)
     if settings.max_new_tokens < 1:
         raise UserError(f"--max-new-tokens must be at least 1, got {settings.max_new_tokens}", code=2)
@@ -218,6 +219,46 @@ def _validate(request: AskRequest) -> None:
         raise UserError("the question is empty", code=2)
 
 
+def _read_rope_scaling(request: AskRequest) -> None:
+    """--rope-scaling: TYPE:FACTOR is checked; ``none`` turns the automatic stretch off."""
+    settings = request.settings
+    if settings.rope_scaling and settings.rope_scaling.strip().lower() == NONE:
+        settings.rope_scaling, request.stretch = None, False
+        return
+    try:
+        if settings.rope_scaling:
+            parse_rope_scaling(settings.rope_scaling)
+    except RopeScalingError as exc:
+        raise UserError(str(exc), code=2)
+
+
+def automatic_stretch_limit(spec) -> float | None:
+    """The largest YaRN factor starcli applies unasked: the embedded default model's documented 4;
+    None (refuse, offering --rope-scaling) for models whose limit starcli cannot know."""
+    return DEFAULT_MODEL_MAX_FACTOR if spec.kind == "default" else None
+
+
+def _stretched(request: AskRequest, spec, window: Window, needed: int, renderer: Renderer) -> Window:
+    """The window for an input of ``needed`` positions over the default model's trained window: its
+    RoPE stretched with YaRN by the smallest factor that fits, up to the factor its authors document
+    (then sections or a refusal use the stretched window). Other models keep their window (the
+    refusal offers --rope-scaling), as do --rope-scaling, --rope-scaling none and --window."""
+    settings = request.settings
+    most = automatic_stretch_limit(spec)
+    if (not request.stretch or settings.rope_scaling or window.forced or most is None
+            or not window.rope_scalable or window.model_positions is None):
+        return window
+    factor = fitting_factor(needed, window.model_positions, most)
+    if factor is None:
+        return window
+    settings.rope_scaling = f"yarn:{factor:g}"
+    stretched = model_window(spec.path, settings, request.window)
+    renderer.note(f"the input needs {needed} positions, more than the model's trained {window.model_positions}: "
+                  f"its RoPE is stretched with YaRN x{factor:g} to {stretched.limit} (less accurate past the trained "
+                  f"length; --rope-scaling none refuses instead)")
+    return stretched
+
+
 def ask(request: AskRequest, renderer: Renderer, stdin: IO[bytes] | None = None) -> dict:
     started = time.perf_counter()
     settings = request.settings
@@ -230,6 +271,7 @@ def ask(request: AskRequest, renderer: Renderer, stdin: IO[bytes] | None = None)
     renderer({"type": "stage", "stage": "reading input", "done": 1, "total": 1})
 
     spec, tokenizer = model_and_tokenizer(settings, renderer)
+    request_scaling = settings.rope_scaling  # what the user asked for, before any automatic stretch
     window = model_window(spec.path, settings, request.window)
     renderer({"type": "stage", "stage": "tokenizing", "done": 0, "total": 1})
     tokenize_start = time.perf_counter()
@@ -239,6 +281,9 @@ def ask(request: AskRequest, renderer: Renderer, stdin: IO[bytes] | None = None)
     except PromptError as exc:
         raise UserError(str(exc), code=2)
     over_window = window.limit is not None and _needed_tokens(prompts, settings) > window.limit
+    if over_window:
+        window = _stretched(request, spec, window, _needed_tokens(prompts, settings), renderer)
+        over_window = _needed_tokens(prompts, settings) > window.limit
     long_input = over_window and not request.truncate and request.long != "refuse"
     if over_window and not long_input:
         if not request.truncate:
@@ -257,6 +302,7 @@ def ask(request: AskRequest, renderer: Renderer, stdin: IO[bytes] | None = None)
     }
     if settings.rope_scaling:
         renderer.extra["rope_scaling"] = settings.rope_scaling
+        renderer.extra["rope_scaling_automatic"] = request.stretch and not request_scaling
 
     if long_input:
         if request.placement.nnodes > 1:
@@ -402,11 +448,10 @@ def chat(request: AskRequest, renderer: Renderer, read_line, stdin=None) -> None
     from .star.engine import StarEngine
 
     settings = request.settings
+    _read_rope_scaling(request)
     try:
         settings.device = resolve_device(settings.device)
-        if settings.rope_scaling:
-            parse_rope_scaling(settings.rope_scaling)
-    except (ValueError, RopeScalingError) as exc:
+    except ValueError as exc:
         raise UserError(str(exc), code=2)
     if (request.placement.procs or 1) > 1 or (request.placement.gpus or 1) > 1:
         raise UserError("chat runs in one process; use `starcli ask -q ... -q ...` on several ranks", code=2)

@@ -63,7 +63,7 @@ AllowPickle = Annotated[bool, typer.Option("--allow-pickle", help="Allow pickle 
 Cache = Annotated[bool, typer.Option("--cache", envvar="STARCLI_DOC_CACHE", help="Keep the encoded document on disk and reuse it for later questions (see `starcli cache`).")]
 Long = Annotated[str, typer.Option("--long", help="Input longer than the window: refuse (with both sizes and the choices) or map (answer each window-sized section, then combine the answers).")]
 Window = Annotated[Optional[int], typer.Option("--window", help="Most tokens one pass holds (prompt + answer), below the model's own window; longer input is refused, read in sections or truncated.")]
-RopeScaling = Annotated[Optional[str], typer.Option("--rope-scaling", envvar="STARCLI_ROPE_SCALING", help="Stretch a RoPE model's window, TYPE:FACTOR with TYPE yarn or linear (e.g. yarn:4); less accurate past the trained length.")]
+RopeScaling = Annotated[Optional[str], typer.Option("--rope-scaling", envvar="STARCLI_ROPE_SCALING", help="Stretch a RoPE model's window, TYPE:FACTOR with TYPE yarn or linear (e.g. yarn:4); less accurate past the trained length. The default model stretches itself with YaRN (up to x4) when the input needs it; none refuses instead.")]
 
 
 def _fail(message: str, code: int) -> None:

@@ -16,6 +16,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 SUPPORTED = ("yarn", "linear")
+# ``--rope-scaling none``: never stretch, refuse inputs over the trained window as before.
+NONE = "none"
+# The largest YaRN factor a model's authors document; the embedded default model's family
+# (Qwen2.5) recommends YaRN with factor 4 for inputs past its 32K window.
+DEFAULT_MODEL_MAX_FACTOR = 4.0
+# Automatic factors are rounded up to this step, so documents of similar length share one
+# stretched model (and one document-cache key).
+_FACTOR_STEP = 0.25
 
 
 class RopeScalingError(ValueError):
@@ -74,3 +82,13 @@ def apply_rope_scaling(config, scaling: RopeScaling) -> None:
 
 def scaled_positions(trained: int, scaling: RopeScaling | None) -> int:
     return int(trained * scaling.factor) if scaling else trained
+
+
+def fitting_factor(needed: int, trained: int, most: float) -> float | None:
+    """The smallest YaRN factor (in steps of 0.25, above 1) whose window holds ``needed`` positions,
+    at most ``most``; ``most`` itself when even that is too small (the input is then read in
+    passes or refused over the stretched window); None when ``needed`` fits unstretched."""
+    if needed <= trained:
+        return None
+    steps = -(-needed * 4 // trained)  # ceil(needed / trained / 0.25)
+    return min(most, max(steps * _FACTOR_STEP, 1.0 + _FACTOR_STEP))

@@ -351,3 +351,26 @@ def test_real_model_summarizes_a_text_longer_than_the_window(tmp_path, real_mode
     assert all(s.strip() for s in long["section_summaries"])
     assert long["passes"] == long["sections"] + long["pass_counts"].get("combine", 0) + 1
     assert data["answers"][0]["answer"].strip()
+
+
+def test_input_over_the_window_stretches_the_rope_where_the_model_allows(tiny_model_dir, tmp_path, monkeypatch):
+    """The default model stretches by the smallest factor that fits (here the tiny model stands in
+    for it, with a limit of 4); --rope-scaling none refuses as before; a model with no known limit refuses."""
+    from starcli import app as app_module
+
+    big = tmp_path / "big.txt"
+    big.write_text("word " * 600)  # 3000 byte tokens + question + 12 answer tokens: over 2048 positions
+    assert invoke("ask", big, "q?", *tiny(tiny_model_dir)).exit_code == 1  # no known limit: refused
+    monkeypatch.setattr(app_module, "automatic_stretch_limit", lambda spec: 4.0)
+    result = invoke("ask", big, "q?", *tiny(tiny_model_dir, "--json"))
+    assert result.exit_code == 0, result.stderr
+    data = json.loads(result.stdout)
+    factor = float(data["rope_scaling"].removeprefix("yarn:"))
+    needed = data["document_tokens"] + data["answers"][0]["question_tokens"] + 12
+    # the smallest quarter step that fits
+    assert data["window"] == int(2048 * factor) >= needed > int(2048 * (factor - 0.25)) and data["rope_scaling_automatic"]
+    assert f"stretched with YaRN x{factor:g}" in result.stderr and "--rope-scaling none" in result.stderr
+    refused = invoke("ask", big, "q?", *tiny(tiny_model_dir, "--rope-scaling", "none"))
+    assert refused.exit_code == 1 and "too long" in refused.stderr
+    small = invoke("ask", tmp_path / "big.txt", "q?", *tiny(tiny_model_dir, "--json", "--rope-scaling", "yarn:2"))
+    assert json.loads(small.stdout)["rope_scaling_automatic"] is False
