@@ -378,6 +378,7 @@ def fake_models(monkeypatch, tiny_star, byte_tokenizer):
         (["--cuts", "tokens,words"], "--cuts: unknown value 'words'"),
         (["--relays", "1x"], "--relays: cannot read '1x'"),
         (["--relays", "0,w"], "--relays: cannot read 'w'"),
+        (["--rope-scaling", "ntk:2"], "--rope-scaling must be TYPE:FACTOR"),
     ],
 )
 def test_command_rejects_bad_options(args, message):

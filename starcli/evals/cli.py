@@ -166,12 +166,14 @@ def eval_command(
     device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
     dtype: Annotated[str, typer.Option(help="auto, float32, bfloat16 or float16.")] = "auto",
     kernel: Annotated[str, typer.Option(help="Attention kernel (auto picks the fastest available).")] = "auto",
+    rope_scaling: Annotated[Optional[str], typer.Option("--rope-scaling", help="Stretch the model's RoPE for lengths past its window, TYPE:FACTOR (e.g. yarn:4).")] = None,
     json_output: Annotated[bool, typer.Option("--json", help="Print one JSON object instead of the table.")] = False,
     out: Annotated[Optional[Path], typer.Option(help="Also write the JSON results to this file.")] = None,
 ) -> None:
     """Measure accuracy on synthetic long-context tasks, dense against star attention."""
     from ..pipeline import resolve_device
     from ..star.kernels import KernelError, resolve_kernel
+    from ..rope import parse_rope_scaling
     from .runner import format_table, make_configs, run_eval
 
     try:
@@ -182,6 +184,8 @@ def eval_command(
         configs = make_configs(parse_configs(attention, block_sizes, anchor_size, overlaps, cuts, relays))
         device = resolve_device(device)
         kernel_name = resolve_kernel(kernel, device)
+        if rope_scaling:
+            parse_rope_scaling(rope_scaling)
     except (ValueError, KernelError) as exc:
         raise _fail(str(exc), 2) from None
 
@@ -206,7 +210,8 @@ def eval_command(
         spec = resolve_model(model, progress=_stage_printer())
         typer.echo(f"loading {spec.name}...", err=True)
         torch_dtype = pick_dtype(device, dtype)
-        loaded, tokenizer = load_model(spec, device=device, dtype=torch_dtype, attn_implementation=star_attention.ATTENTION_NAME)
+        loaded, tokenizer = load_model(spec, device=device, dtype=torch_dtype, attn_implementation=star_attention.ATTENTION_NAME,
+                                       rope_scaling=rope_scaling)
     except ModelError as exc:
         raise _fail(str(exc), 1) from None
 
@@ -229,6 +234,7 @@ def eval_command(
         "device": device,
         "dtype": str(torch_dtype).replace("torch.", ""),
         "kernel": kernel_name,
+        "rope_scaling": rope_scaling,
         "seed": seed if data is None else None,
         "data": str(data) if data is not None else None,
         **results,
