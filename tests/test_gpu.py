@@ -143,3 +143,29 @@ def test_warm_up_runs_once_per_process_and_leaves_no_document():
     assert engine.warm_up() > 0 and engine.warm_up() == 0.0
     with pytest.raises(EngineError, match="encode_context must run"):
         engine.answer([1, 2], max_new_tokens=2)
+
+
+def _captured_answer(comm, attention, relay):
+    from starcli.star.engine import StarEngine
+    from starcli.star.partition import plan_partition
+
+    from .tiny import random_ids, tiny_pair
+
+    _, star = tiny_pair("qwen2", dtype=torch.bfloat16)
+    engine = StarEngine(star.to(comm.device), comm, decode="graph")
+    n = 1500
+    engine.encode_context(random_ids(n, 1), plan_partition(attention, n, comm.world_size, 256 if attention == "star" else None, relay=relay))
+    return [engine.answer(random_ids(6, q).tolist(), max_new_tokens=24)[0] for q in (2, 3)]
+
+
+@pytest.mark.skipif(torch.cuda.device_count() < 2, reason="needs two GPUs")
+@pytest.mark.parametrize("attention, relay", [("star", None), ("star", 0), ("ring", None)])
+def test_captured_decode_over_two_nccl_ranks_gives_the_one_rank_tokens(attention, relay):
+    """Every rank captures the step with the NCCL all-gather of partials inside it, in lockstep."""
+    from starcli.star.comm import Comm
+
+    from . import distributed
+
+    expected = _captured_answer(Comm(device=torch.device("cuda", 0)), attention, relay)
+    for tokens in distributed.run_ranks(2, _captured_answer, attention, relay, device="cuda"):
+        assert tokens == expected
