@@ -538,8 +538,9 @@ class _Runner:
             anchor_tokens=encode.anchor_tokens,
         )
 
-    def hf_sample(self, spec: CellSpec) -> dict:
-        """One transformers forward (sdpa) of document + question, first token chosen greedily."""
+    def _on_transformers(self, spec: CellSpec, call: Callable[[torch.Tensor], Any]) -> tuple[float, Optional[dict]]:
+        """``call(ids)`` with the document + question ids on the model switched to transformers' own
+        sdpa attention, synced before and after: (the start time, None), or (0, the OOM sample)."""
         doc = _random_ids(spec.length, self.vocab, self.settings.seed + spec.length)
         ids = torch.cat([doc, torch.tensor(self.question, dtype=torch.long)])[None].to(self.device)
         self.release()
@@ -549,17 +550,26 @@ class _Runner:
             _sync(self.device)
             start = time.perf_counter()
             with torch.inference_mode():
-                logits = self.model(input_ids=ids, use_cache=False, logits_to_keep=1).logits
-                int(torch.argmax(logits[0, -1]).item())
+                call(ids)
             _sync(self.device)
-            seconds = time.perf_counter() - start
+            return start, None
         except (RuntimeError, MemoryError) as exc:
             error = _oom_message(exc)
             if error is None:
                 raise
-            return {"status": "OOM", "error": error}
+            return 0.0, {"status": "OOM", "error": error}
         finally:
             self.model.set_attn_implementation(attention.ATTENTION_NAME)
+
+    def hf_sample(self, spec: CellSpec) -> dict:
+        """One transformers forward (sdpa) of document + question, first token chosen greedily."""
+        def forward(ids):
+            int(torch.argmax(self.model(input_ids=ids, use_cache=False, logits_to_keep=1).logits[0, -1]).item())
+
+        start, failed = self._on_transformers(spec, forward)
+        if failed:
+            return failed
+        seconds = time.perf_counter() - start
         return {"status": "ok", "phase1_s": seconds, "prefill_s": 0.0, "ttft_s": seconds, "decode_ms_tok": None,
                 "peak_bytes": _peak_bytes(self.device)}
 
@@ -568,8 +578,6 @@ class _Runner:
         time to the first new token, then decode timed like ``engine_sample``."""
         from transformers.generation.streamers import BaseStreamer
 
-        doc = _random_ids(spec.length, self.vocab, self.settings.seed + spec.length)
-        ids = torch.cat([doc, torch.tensor(self.question, dtype=torch.long)])[None].to(self.device)
         total = 1 + decode_warmup + decode_tokens
         stamps: list[float] = []
 
@@ -581,24 +589,14 @@ class _Runner:
             def end(self):
                 pass
 
-        self.release()
-        _reset_peak(self.device)
-        self.model.set_attn_implementation("sdpa")
-        try:
-            _sync(self.device)
-            start = time.perf_counter()
-            with torch.inference_mode():
-                self.model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=total,
-                                    min_new_tokens=total, do_sample=False, cache_implementation="static",
-                                    streamer=Clock(), pad_token_id=0)
-            _sync(self.device)
-        except (RuntimeError, MemoryError) as exc:
-            error = _oom_message(exc)
-            if error is None:
-                raise
-            return {"status": "OOM", "error": error}
-        finally:
-            self.model.set_attn_implementation(attention.ATTENTION_NAME)
+        def generate(ids):
+            self.model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=total,
+                                min_new_tokens=total, do_sample=False, cache_implementation="static",
+                                streamer=Clock(), pad_token_id=0)
+
+        start, failed = self._on_transformers(spec, generate)
+        if failed:
+            return failed
         first, last = 1 + decode_warmup, total  # stamps[k]: the k-th new token (stamps[0]: the prompt)
         ttft = stamps[1] - start
         return {"status": "ok", "phase1_s": ttft, "prefill_s": 0.0, "ttft_s": ttft,

@@ -56,10 +56,10 @@ def available(device: torch.device) -> bool:
 if triton is not None:
 
     # lengths change from call to call: one compiled kernel for all of them, not one per divisibility
-    @triton.jit(do_not_specialize=["n_keys", "n_valid", "split_base"])
+    @triton.jit(do_not_specialize=["n_valid", "split_base"])
     def _partials(q_ptr, k_ptr, v_ptr, out_ptr, lse_ptr, valid_ptr,
                   sq_b, sq_h, sq_s, sk_b, sk_h, sk_n, sv_b, sv_h, sv_n,
-                  n_keys, n_valid, kv_heads, queries, rows, split_keys, split_base, total_splits, scale,
+                  n_valid, kv_heads, queries, rows, split_keys, split_base, total_splits, scale,
                   HEAD_DIM: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
                   VALID_ON_DEVICE: tl.constexpr, CAUSAL: tl.constexpr, PRECISION: tl.constexpr):
         bh = tl.program_id(0)
@@ -185,7 +185,7 @@ def split_kv_attention(q: torch.Tensor, segments: list[Segment], scale: float) -
         _partials[(b * hkv, count, tiles)](
             q, k, v, part_out, part_lse, seg.valid if on_device else part_lse,
             q.stride(0), q.stride(1), q.stride(2), k.stride(0), k.stride(1), k.stride(2), v.stride(0), v.stride(1), v.stride(2),
-            k.shape[2], valid, hkv, s, rows, per, base, total, scale,
+            valid, hkv, s, rows, per, base, total, scale,
             HEAD_DIM=d, BLOCK_M=block_m, BLOCK_N=_BLOCK_N, VALID_ON_DEVICE=on_device, CAUSAL=seg.causal,
             PRECISION="ieee" if q.dtype == torch.float32 else "tf32",  # float32 stays float32 (no TF32)
         )
