@@ -61,7 +61,11 @@ def read_input(sources: list[str], ingest: IngestOptions, renderer: Renderer, st
     def on_skip(skip) -> None:
         renderer.note(f"skipped {skip.path}: {skip.reason}")
 
-    return load_sources(sources, ingest, stdin=stdin, on_skip=on_skip)
+    document = load_sources(sources, ingest, stdin=stdin, on_skip=on_skip)
+    for part in document.parts:
+        if part.note:
+            renderer.note(f"{part.path}: {part.note}")
+    return document
 
 
 def model_and_tokenizer(settings: RunSettings, renderer: Renderer):
@@ -266,7 +270,8 @@ def ask(request: AskRequest, renderer: Renderer, stdin: IO[bytes] | None = None)
         renderer.result = _run_long(request, text, _needed_tokens(prompts, settings), tokenizer, window, execute, renderer, started)
     else:
         doc_ids = prompts[0].document_ids
-        job = Job(settings, str(spec.path), doc_ids, [p.question_ids for p in prompts], list(request.questions))
+        job = Job(settings, str(spec.path), doc_ids, [p.question_ids for p in prompts], list(request.questions),
+                  sources=[p.path for p in document.parts])
         world = world_size_for(request.placement, settings.device, len(doc_ids))
         execute = Executor(settings, request.placement, world, str(spec.path))
         execute.check_partition(len(doc_ids))

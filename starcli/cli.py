@@ -302,11 +302,24 @@ def cache_ls(json_output: JsonOut = False):
         print(json.dumps(found, indent=2))
         return
     for e in found:
-        print(f"{e['id']}  {format_bytes(e['bytes']):>10}  {e.get('num_tokens', '?'):>8} tokens  "
+        print(f"{e['id']}  {_when(e.get('created'))}  {format_bytes(e['bytes']):>10}  {e.get('num_tokens', '?'):>8} tokens  "
               f"{e.get('attention', '?')} b={e.get('block_size', '?')} a={e.get('anchor_size', '?')} r={e.get('relay', '?')} "
-              f"rank {e.get('rank', '?')}/{e.get('world_size', '?')}")
+              f"rank {e.get('rank', '?')}/{e.get('world_size', '?')}  {_sources(e.get('sources'))}")
     total = sum(e["bytes"] for e in found)
     print(f"{len(found)} entries, {format_bytes(total)} in {doc_cache.documents_dir()}", file=sys.stderr)
+
+
+def _when(created: float | None) -> str:
+    import time
+
+    return time.strftime("%Y-%m-%d %H:%M", time.localtime(created)) if created else "????-??-?? ??:??"
+
+
+def _sources(sources: list[str] | None) -> str:
+    """The first source and how many more; entries from older versions recorded none."""
+    if not sources:
+        return "(source not recorded)"
+    return sources[0] + (f" (+{len(sources) - 1} more)" if len(sources) > 1 else "")
 
 
 @cache_app.command("rm")
@@ -319,6 +332,7 @@ def cache_rm(ids: Annotated[list[str], typer.Argument(help="Entry ids from `star
         if entry_id not in known:
             _fail(f"no cache entry {entry_id!r} (see `starcli cache ls`)", 1)
         doc_cache.remove(entry_id)
+        print(f"removed {entry_id}", file=sys.stderr)
 
 
 @cache_app.command("clear")
