@@ -68,8 +68,18 @@ def model_identity(model_path: str) -> str:
 
 
 def limit_bytes() -> int:
+    """STARCLI_DOC_CACHE_MAX_BYTES, or the default; ValueError naming the variable if it is not a
+    number of bytes (checked before a run, not after its encoding)."""
     value = os.environ.get("STARCLI_DOC_CACHE_MAX_BYTES")
-    return int(value) if value else DEFAULT_LIMIT_BYTES
+    if not value:
+        return DEFAULT_LIMIT_BYTES
+    try:
+        limit = int(value)
+    except ValueError:
+        limit = -1
+    if limit < 0:
+        raise ValueError(f"STARCLI_DOC_CACHE_MAX_BYTES must be a number of bytes, got {value!r}")
+    return limit
 
 
 def documents_dir() -> Path:
