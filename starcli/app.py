@@ -63,7 +63,11 @@ def read_input(sources: list[str], ingest: IngestOptions, renderer: Renderer, st
     def on_skip(skip) -> None:
         renderer.note(f"skipped {skip.path}: {skip.reason}")
 
-    return load_sources(sources, ingest, stdin=stdin, on_skip=on_skip)
+    document = load_sources(sources, ingest, stdin=stdin, on_skip=on_skip)
+    for part in document.parts:
+        if part.note:
+            renderer.note(f"{part.path}: {part.note}")
+    return document
 
 
 def model_and_tokenizer(settings: RunSettings, renderer: Renderer):
@@ -194,13 +198,42 @@ def _truncate_document(tokenizer, document: str, questions: list[str], prompts, 
 
 
 def _validate(request: AskRequest) -> None:
-    settings = request.settings
+    """Every option of an ask or summarize, before any work: a bad one is exit 2 naming it."""
     _read_rope_scaling(request)
+    check_settings(request.settings)
+    check_ingest(request.ingest)
+    check_placement(request.placement)
+    if request.long not in (*LONG_MODES, "summary"):
+        raise UserError(f"--long must be {' or '.join(LONG_MODES)}, got {request.long!r}", code=2)
+    if request.window is not None and request.window < 1:
+        raise UserError(f"--window must be a positive number of tokens, got {request.window}", code=2)
+    if any(not q.strip() for q in request.questions) or not request.questions:
+        raise UserError("the question is empty", code=2)
+
+
+def check_settings(settings: RunSettings) -> None:
+    """The model and engine options (resolving --device), and the cache's environment."""
+    from .models import ModelError, pick_dtype
+    from .star.kernels import KERNELS
+
     try:
         settings.device = resolve_device(settings.device)
         settings.sampling().validate()
     except ValueError as exc:
         raise UserError(str(exc), code=2)
+    try:
+        pick_dtype(settings.device, settings.dtype)
+    except ModelError as exc:
+        raise UserError(f"--dtype: {exc}", code=2)
+    if settings.kernel not in KERNELS:
+        raise UserError(f"--kernel must be one of {', '.join(KERNELS)}, got {settings.kernel!r}", code=2)
+    if settings.cache:
+        from .doc_cache import limit_bytes
+
+        try:
+            limit_bytes()
+        except ValueError as exc:
+            raise UserError(str(exc), code=2)
     if settings.max_new_tokens < 1:
         raise UserError(f"--max-new-tokens must be at least 1, got {settings.max_new_tokens}", code=2)
     for name in ("block_size", "anchor_size"):
@@ -211,12 +244,25 @@ def _validate(request: AskRequest) -> None:
         raise UserError(f"--relay must not be negative, got {settings.relay}", code=2)
     if settings.attention not in ("star", "dense", "ring"):
         raise UserError(f"--attention must be star, dense or ring, got {settings.attention!r}", code=2)
-    if request.long not in (*LONG_MODES, "summary"):
-        raise UserError(f"--long must be {' or '.join(LONG_MODES)}, got {request.long!r}", code=2)
-    if request.window is not None and request.window < 1:
-        raise UserError(f"--window must be a positive number of tokens, got {request.window}", code=2)
-    if any(not q.strip() for q in request.questions) or not request.questions:
-        raise UserError("the question is empty", code=2)
+
+
+def check_ingest(ingest: IngestOptions) -> None:
+    if ingest.max_file_bytes < 0:
+        raise UserError(f"--max-file-bytes must not be negative, got {ingest.max_file_bytes}", code=2)
+
+
+def check_placement(placement: Placement) -> None:
+    """Where the ranks run; --procs against the device is checked once the device is known."""
+    if placement.procs is not None and placement.procs < 1:
+        raise UserError(f"--procs must be at least 1, got {placement.procs}", code=2)
+    if placement.gpus is not None and placement.gpus < 0:
+        raise UserError(f"--gpus must not be negative, got {placement.gpus}", code=2)
+    if placement.nnodes < 1:
+        raise UserError(f"--nnodes must be at least 1, got {placement.nnodes}", code=2)
+    if not 0 <= placement.node_rank < placement.nnodes:
+        raise UserError(f"--node-rank must be from 0 to {placement.nnodes - 1} (--nnodes {placement.nnodes}), got {placement.node_rank}", code=2)
+    if not placement.timeout_s > 0:
+        raise UserError(f"--timeout must be a positive number of seconds, got {placement.timeout_s:g}", code=2)
 
 
 def _read_rope_scaling(request: AskRequest) -> None:
@@ -312,7 +358,8 @@ def ask(request: AskRequest, renderer: Renderer, stdin: IO[bytes] | None = None)
         renderer.result = _run_long(request, text, _needed_tokens(prompts, settings), tokenizer, window, execute, renderer, started)
     else:
         doc_ids = prompts[0].document_ids
-        job = Job(settings, str(spec.path), doc_ids, [p.question_ids for p in prompts], list(request.questions))
+        job = Job(settings, str(spec.path), doc_ids, [p.question_ids for p in prompts], list(request.questions),
+                  sources=[p.path for p in document.parts])
         world = world_size_for(request.placement, settings.device, len(doc_ids))
         execute = Executor(settings, request.placement, world, str(spec.path))
         execute.check_partition(len(doc_ids))
@@ -403,11 +450,13 @@ def summary_question(words: int | None) -> str:
 
 def count(sources: list[str], settings: RunSettings, ingest: IngestOptions, placement: Placement, renderer: Renderer, stdin=None) -> dict:
     """Tokens per part and in total, and the blocks/ranks a run would use (a dry run)."""
+    check_settings(settings)
+    check_ingest(ingest)
+    check_placement(placement)
     document = read_input(sources, ingest, renderer, stdin)
     spec, tokenizer = model_and_tokenizer(settings, renderer)
     parts = [{"path": p.path, "tokens": len(tokenizer(p.text, add_special_tokens=False)["input_ids"])} for p in document.parts]
     doc_ids = build_prompt(tokenizer, document.render(), "?").document_ids
-    settings.device = resolve_device(settings.device)
     world = world_size_for(placement, settings.device, len(doc_ids)) * placement.nnodes
     try:
         partition = plan_partition(settings.attention, len(doc_ids), world, settings.block_size, settings.anchor_size,
@@ -449,10 +498,8 @@ def chat(request: AskRequest, renderer: Renderer, read_line, stdin=None) -> None
 
     settings = request.settings
     _read_rope_scaling(request)
-    try:
-        settings.device = resolve_device(settings.device)
-    except ValueError as exc:
-        raise UserError(str(exc), code=2)
+    check_settings(settings)
+    check_ingest(request.ingest)
     if (request.placement.procs or 1) > 1 or (request.placement.gpus or 1) > 1:
         raise UserError("chat runs in one process; use `starcli ask -q ... -q ...` on several ranks", code=2)
     document = read_input(request.sources, request.ingest, renderer, stdin)

@@ -8,6 +8,7 @@ interrupted run, or two first runs racing each other, can never leave a truncate
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import shutil
@@ -21,6 +22,7 @@ __all__ = [
     "TMP_PREFIX",
     "atomic_dir",
     "cache_root",
+    "file_digest",
     "file_lock",
     "remove_tree",
     "sweep_stale_tmp",
@@ -63,6 +65,27 @@ def _make_private(path: Path) -> None:
             os.chmod(path, _MODE)
     except OSError:
         pass
+
+
+def private_subdir(name: str) -> Path:
+    """``cache_root() / name``, created with the root's private mode (0700)."""
+    path = cache_root() / name
+    path.mkdir(mode=_MODE, exist_ok=True)
+    _make_private(path)
+    return path
+
+
+# Read in pieces so that hashing a multi-gigabyte KV file does not hold it in memory twice.
+_DIGEST_CHUNK = 1 << 20
+
+
+def file_digest(path: Path) -> str:
+    """BLAKE2b (256-bit) of the file's bytes, read in chunks."""
+    digest = hashlib.blake2b(digest_size=32)
+    with open(path, "rb") as fh:
+        while chunk := fh.read(_DIGEST_CHUNK):
+            digest.update(chunk)
+    return digest.hexdigest()
 
 
 def remove_tree(path: Path) -> None:

@@ -1,30 +1,88 @@
-"""The starcli command line. Commands parse options, call ``app``, and render; nothing else."""
+"""The starcli command line. Commands parse options, call ``app``, and render; nothing else.
+
+Only the standard library and the option parser load at startup: ``app`` and everything under it
+(torch, transformers) load inside the command that needs them, so ``--version`` and ``--help``
+answer at once and a Ctrl-C while the heavy libraries load is one line, not a traceback.
+"""
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import sys
-from typing import Annotated, Optional
 
-import typer
 
-from . import __version__
-from .app import AskRequest, Placement, UserError, stdin_is_piped, summary_question
-from .app import ask as run_ask
-from .app import chat as run_chat
-from .app import count as run_count
-from .pipeline import RunSettings
-from .report import Renderer
-from .sources import IngestOptions, SourceError
+def _interrupted_while_starting(signum, frame) -> None:
+    # While this module loads, Ctrl-C would raise inside whatever is being imported and end in a
+    # traceback; there is nothing to clean up yet, so leave at once.
+    print("\nstarcli: interrupted", file=sys.stderr)
+    os._exit(130)
+
+
+# restored at the end of this module, so importing it (tests, the usage generator) changes nothing
+_sigint_before_import = signal.signal(signal.SIGINT, _interrupted_while_starting)
+
+import importlib  # noqa: E402 - the handler above must be in place before any import that takes time
+import json  # noqa: E402
+from typing import Annotated, Optional  # noqa: E402
+
+import typer  # noqa: E402
+# typer carries its own copy of click; its usage errors are these classes
+from typer._click import Command, Context, HelpFormatter  # noqa: E402
+from typer._click.core import Parameter, ParameterSource  # noqa: E402
+from typer._click.exceptions import BadParameter, UsageError  # noqa: E402
+from typer.core import TyperGroup  # noqa: E402
+
+from . import __version__  # noqa: E402
+
+# Commands that live in modules of their own and load torch when imported: registered by name,
+# loaded only when run (or documented), so listing them in --help loads nothing.
+_LAZY_COMMANDS = {
+    "bench": (".bench", "bench_command", "Speed benchmark of the engine on random-weight model shapes."),
+    "eval": (".evals.cli", "eval_command", "Accuracy suite: synthetic long-context tasks under each attention mode."),
+}
+
+
+class _Commands(TyperGroup):
+    """The top-level group, with the lazily loaded commands of ``_LAZY_COMMANDS``."""
+
+    def list_commands(self, ctx: Context) -> list[str]:
+        return [*super().list_commands(ctx), *_LAZY_COMMANDS]
+
+    def get_command(self, ctx: Context, name: str) -> Command | None:
+        if name in _LAZY_COMMANDS:
+            return _load_command(name)
+        return super().get_command(ctx, name)
+
+    def format_commands(self, ctx: Context, formatter: HelpFormatter) -> None:
+        limit = formatter.width - 6 - max(len(name) for name in self.list_commands(ctx))
+        rows = [(name, cmd.get_short_help_str(limit)) for name, cmd in self.commands.items() if not cmd.hidden]
+        rows += [(name, text) for name, (_, _, text) in _LAZY_COMMANDS.items()]
+        with formatter.section("Commands"):
+            formatter.write_dl(rows)
+
+
+def _load_command(name: str) -> Command | None:
+    module, attribute, text = _LAZY_COMMANDS[name]
+    try:
+        function = getattr(importlib.import_module(module, __package__), attribute)
+    except ImportError:  # an optional part that is not installed: the command does not exist
+        return None
+    holder = typer.Typer(add_completion=False, pretty_exceptions_enable=False, rich_markup_mode=None,
+                         context_settings={"help_option_names": ["-h", "--help"]})
+    holder.command(name, help=text)(function)
+    return typer.main.get_command(holder)
+
 
 app = typer.Typer(
     name="starcli",
+    cls=_Commands,
     help="Ask questions about, and summarize, documents far longer than one GPU handles (Star Attention).",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    # usage errors are one `starcli: error:` line (main), not a box
+    rich_markup_mode=None,
     context_settings={"help_option_names": ["-h", "--help"]},
 )
 
@@ -73,14 +131,19 @@ def _fail(message: str, code: int) -> None:
 
 def _run(debug: bool, body) -> None:
     """Run a command body, turning known failures into one line and an exit code."""
-    from .models import ModelError
-    from .star.engine import EngineError
+    try:
+        from .app import UserError
+        from .models import ModelError
+        from .sources import SourceError
+        from .star.engine import EngineError
 
-    if not debug:
-        # library warnings are not for users of a command line tool; --debug shows them
-        from transformers.utils import logging as hf_logging
+        if not debug:
+            # library warnings are not for users of a command line tool; --debug shows them
+            from transformers.utils import logging as hf_logging
 
-        hf_logging.set_verbosity_error()
+            hf_logging.set_verbosity_error()
+    except KeyboardInterrupt:
+        _interrupted()
     try:
         body()
     except UserError as exc:
@@ -95,8 +158,7 @@ def _run(debug: bool, body) -> None:
         os.dup2(devnull, sys.stdout.fileno())
         raise typer.Exit(0)
     except KeyboardInterrupt:
-        print("\nstarcli: interrupted", file=sys.stderr)
-        raise typer.Exit(130)
+        _interrupted()
     except typer.Exit:
         raise
     except Exception as exc:  # noqa: BLE001 - anything else is still one line unless --debug
@@ -104,6 +166,11 @@ def _run(debug: bool, body) -> None:
             raise
         first = str(exc).splitlines()[0] if str(exc) else ""
         _fail(f"{type(exc).__name__}: {first} (run with --debug for the traceback)", 1)
+
+
+def _interrupted() -> None:
+    print("\nstarcli: interrupted", file=sys.stderr)
+    raise typer.Exit(130)
 
 
 def _debug_trace(debug: bool) -> None:
@@ -114,6 +181,8 @@ def _debug_trace(debug: bool) -> None:
 
 
 def _settings(model, attention, block_size, anchor_size, relay, max_new_tokens, temperature, top_p, top_k, seed, stop, device, dtype, kernel, trust_remote_code, allow_pickle, cache=False, rope_scaling=None, eager=False) -> RunSettings:
+    from .pipeline import RunSettings
+
     return RunSettings(
         model=model, device=device, dtype=dtype, attention=attention, block_size=block_size, anchor_size=anchor_size, relay=relay,
         kernel=kernel, eager=eager, max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p, top_k=top_k, seed=seed,
@@ -123,6 +192,8 @@ def _settings(model, attention, block_size, anchor_size, relay, max_new_tokens, 
 
 
 def _stdin_sources(sources: list[str]) -> list[str]:
+    from .app import UserError, stdin_is_piped
+
     if sources:
         return sources
     if stdin_is_piped():
@@ -145,6 +216,8 @@ def ask(
 ):
     """Answer a question about files, a repository, a PDF or piped text."""
     def body():
+        from .app import UserError
+
         if question:
             sources, questions = list(args), list(question)
         else:
@@ -159,6 +232,9 @@ def ask(
 
 def _request(sources: list[str], questions: list[str], o: dict) -> AskRequest:
     """An AskRequest from the options ask and summarize share (their parameter names)."""
+    from .app import AskRequest, Placement
+    from .sources import IngestOptions
+
     return AskRequest(
         sources, questions,
         _settings(o["model"], o["attention"], o["block_size"], o["anchor_size"], o["relay"], o["max_new_tokens"], o["temperature"],
@@ -172,6 +248,9 @@ def _request(sources: list[str], questions: list[str], o: dict) -> AskRequest:
 
 
 def ask_impl(sources: list[str], questions: list[str], options: dict) -> None:
+    from .app import ask as run_ask
+    from .report import Renderer
+
     request = _request(sources, questions, options)
     renderer = Renderer(json_output=options["json_output"], quiet=options["quiet"])
     stdin = sys.stdin.buffer if "-" in request.sources else None
@@ -193,6 +272,8 @@ def summarize(
 ):
     """Summarize the whole input; input longer than the window is summarized section by section, then the section summaries are combined."""
     def body():
+        from .app import UserError, summary_question
+
         if words is not None and words < 1:
             raise UserError(f"--words must be positive, got {words}", code=2)
         ask_impl(_stdin_sources(list(sources or [])), [summary_question(words)], {**locals_of_command, "long": "summary"})
@@ -213,6 +294,11 @@ def chat(
 ):
     """Encode the input once, then answer questions interactively (follow-ups keep the conversation)."""
     def body():
+        from .app import AskRequest, UserError
+        from .app import chat as run_chat
+        from .report import Renderer
+        from .sources import IngestOptions
+
         if not sources:
             raise UserError("chat needs files or directories (questions are read from the terminal)", code=2)
         request = AskRequest(
@@ -248,6 +334,12 @@ def count_command(
 ):
     """Count tokens per file and in total, and show the blocks and ranks a run would use."""
     def body():
+        from .app import Placement
+        from .app import count as run_count
+        from .pipeline import RunSettings
+        from .report import Renderer
+        from .sources import IngestOptions
+
         settings = RunSettings(model=model, attention=attention, block_size=block_size, anchor_size=anchor_size, relay=relay, device=device)
         srcs = _stdin_sources(list(sources or []))
         renderer = Renderer(quiet=quiet)
@@ -303,11 +395,24 @@ def cache_ls(json_output: JsonOut = False):
         print(json.dumps(found, indent=2))
         return
     for e in found:
-        print(f"{e['id']}  {format_bytes(e['bytes']):>10}  {e.get('num_tokens', '?'):>8} tokens  "
+        print(f"{e['id']}  {_when(e.get('created'))}  {format_bytes(e['bytes']):>10}  {e.get('num_tokens', '?'):>8} tokens  "
               f"{e.get('attention', '?')} b={e.get('block_size', '?')} a={e.get('anchor_size', '?')} r={e.get('relay', '?')} "
-              f"rank {e.get('rank', '?')}/{e.get('world_size', '?')}")
+              f"rank {e.get('rank', '?')}/{e.get('world_size', '?')}  {_sources(e.get('sources'))}")
     total = sum(e["bytes"] for e in found)
     print(f"{len(found)} entries, {format_bytes(total)} in {doc_cache.documents_dir()}", file=sys.stderr)
+
+
+def _when(created: float | None) -> str:
+    import time
+
+    return time.strftime("%Y-%m-%d %H:%M", time.localtime(created)) if created else "????-??-?? ??:??"
+
+
+def _sources(sources: list[str] | None) -> str:
+    """The first source and how many more; entries from older versions recorded none."""
+    if not sources:
+        return "(source not recorded)"
+    return sources[0] + (f" (+{len(sources) - 1} more)" if len(sources) > 1 else "")
 
 
 @cache_app.command("rm")
@@ -320,6 +425,7 @@ def cache_rm(ids: Annotated[list[str], typer.Argument(help="Entry ids from `star
         if entry_id not in known:
             _fail(f"no cache entry {entry_id!r} (see `starcli cache ls`)", 1)
         doc_cache.remove(entry_id)
+        print(f"removed {entry_id}", file=sys.stderr)
 
 
 @cache_app.command("clear")
@@ -330,34 +436,17 @@ def cache_clear():
     print(f"removed {doc_cache.clear()} entries", file=sys.stderr)
 
 
-def _register_optional_commands() -> None:
-    """bench and eval live in their own modules; their commands register here."""
-    try:
-        from .bench import bench_command
-
-        app.command("bench", help="Speed benchmark of the engine on random-weight model shapes.")(bench_command)
-    except ImportError:
-        pass
-    try:
-        from .evals.cli import eval_command
-
-        app.command("eval", help="Accuracy suite: synthetic long-context tasks under each attention mode.")(eval_command)
-    except ImportError:
-        pass
-
-
 @app.command("worker", hidden=False)
 def worker_command(
-    job: Annotated[str, typer.Option(help="Job file written by `starcli ask --write-job`.")],
+    job: Annotated[str, typer.Option(help="Job file (token ids and settings, JSON) as the launcher of `starcli ask --procs N` or `--gpus N` writes it for each rank.")],
     device: Annotated[str, typer.Option(help="cpu or cuda")] = "cuda",
     events: Annotated[Optional[str], typer.Option(help="HOST:PORT to stream events to (set by the launcher).")] = None,
     timeout: Timeout = 120.0,
 ):
     """Run one rank of a job (for clusters that start ranks themselves with torchrun's variables set)."""
-    from .worker import main as worker_main
+    from .worker import run_and_exit
 
-    argv = ["--job", job, "--device", device, "--timeout", str(timeout)] + (["--events", events] if events else [])
-    raise typer.Exit(worker_main(argv))
+    run_and_exit(["--job", job, "--device", device, "--timeout", str(timeout)] + (["--events", events] if events else []))
 
 
 def version_callback(value: bool) -> None:
@@ -371,14 +460,35 @@ def main_options(version: Annotated[bool, typer.Option("--version", callback=ver
     pass
 
 
-_register_optional_commands()
-
-
 def main() -> None:
-    # default SIGPIPE handling would kill us with a traceback-free 141; we prefer exit 0 via BrokenPipeError
+    # From here on Ctrl-C is a KeyboardInterrupt, which the commands turn into exit 130 after
+    # ending what they started (ranks, progress display).
     signal.signal(signal.SIGINT, signal.default_int_handler)
-    app()
+    try:
+        code = app(standalone_mode=False)
+    except UsageError as exc:
+        print(f"starcli: error: {_usage_message(exc)}", file=sys.stderr)
+        code = 2
+    except (typer.Abort, KeyboardInterrupt):
+        print("\nstarcli: interrupted", file=sys.stderr)
+        code = 130
+    sys.exit(code if isinstance(code, int) else 0)
 
+
+def _usage_message(exc: UsageError) -> str:
+    """One line: a bad value names the option as typed, or the environment variable it came from."""
+    if isinstance(exc, BadParameter) and exc.param is not None and exc.param.param_type_name == "option":
+        return f"invalid value for {_given_as(exc.param, exc.ctx)}: {exc.message}"
+    return " ".join(exc.format_message().split())
+
+
+def _given_as(param: Parameter, ctx: Context | None) -> str:
+    if ctx is not None and param.name and ctx.get_parameter_source(param.name) == ParameterSource.ENVIRONMENT:
+        return f"{param.envvar} (the environment variable behind {max(param.opts, key=len)})"
+    return max(param.opts, key=len)
+
+
+signal.signal(signal.SIGINT, _sigint_before_import)
 
 if __name__ == "__main__":
     main()

@@ -3,8 +3,9 @@
 Phase 1 does not depend on the question. An entry holds one rank's document KV (safetensors,
 never pickle) plus a JSON record of exactly what produced it: the model's identity, a hash of the
 document token ids, attention mode, block and anchor sizes, dtype, world size and rank. An entry
-is used only if every one of those matches and its tensors have the recorded shapes; anything else
-(a changed file, another model or block size, a corrupt file) is a miss, never a wrong answer.
+is used only if every one of those matches, the tensor file's BLAKE2b digest equals the one recorded
+when it was written, and its tensors have the recorded shapes; anything else (a changed file,
+another model or block size, a damaged or replaced byte) is a miss, never a wrong answer.
 Entries are written to a temporary directory and renamed into place; the oldest are evicted past
 a size limit.
 """
@@ -20,7 +21,7 @@ from pathlib import Path
 
 import torch
 
-from .cache_dir import atomic_dir, cache_root, remove_tree
+from .cache_dir import atomic_dir, file_digest, private_subdir, remove_tree
 
 DEFAULT_LIMIT_BYTES = 20 * 1024**3
 _TENSORS = "kv.safetensors"
@@ -67,12 +68,22 @@ def model_identity(model_path: str) -> str:
 
 
 def limit_bytes() -> int:
+    """STARCLI_DOC_CACHE_MAX_BYTES, or the default; ValueError naming the variable if it is not a
+    number of bytes (checked before a run, not after its encoding)."""
     value = os.environ.get("STARCLI_DOC_CACHE_MAX_BYTES")
-    return int(value) if value else DEFAULT_LIMIT_BYTES
+    if not value:
+        return DEFAULT_LIMIT_BYTES
+    try:
+        limit = int(value)
+    except ValueError:
+        limit = -1
+    if limit < 0:
+        raise ValueError(f"STARCLI_DOC_CACHE_MAX_BYTES must be a number of bytes, got {value!r}")
+    return limit
 
 
 def documents_dir() -> Path:
-    return cache_root() / "documents"
+    return private_subdir("documents")
 
 
 def load(key: EntryKey) -> tuple[dict[str, torch.Tensor], dict] | None:
@@ -84,6 +95,7 @@ def load(key: EntryKey) -> tuple[dict[str, torch.Tensor], dict] | None:
         record = json.loads((entry / _RECORD).read_text())
         if record.get("key") != asdict(key):
             return None  # a digest collision or a stale format: not ours
+        _check_digest(entry, record)
         from safetensors.torch import load_file
 
         tensors = load_file(str(entry / _TENSORS))
@@ -100,7 +112,18 @@ def load(key: EntryKey) -> tuple[dict[str, torch.Tensor], dict] | None:
     return tensors, record
 
 
-def save(key: EntryKey, tensors: dict[str, torch.Tensor], encode_seconds: float) -> Path:
+def _check_digest(entry: Path, record: dict) -> None:
+    """Damage that keeps the file's size and safetensors header (a flipped or overwritten byte
+    inside the tensor data) loads without complaint and gives garbage, so the bytes themselves
+    are compared with what was written."""
+    recorded = record.get("blake2b", {}).get(_TENSORS)
+    if recorded is None:
+        raise DocCacheError(f"{_TENSORS} has no recorded digest (an entry from an older version)")
+    if file_digest(entry / _TENSORS) != recorded:
+        raise DocCacheError(f"{_TENSORS} does not match the digest recorded when it was written")
+
+
+def save(key: EntryKey, tensors: dict[str, torch.Tensor], encode_seconds: float, sources: list[str] = ()) -> Path:
     from safetensors.torch import save_file
 
     final = documents_dir() / key.digest()
@@ -110,9 +133,11 @@ def save(key: EntryKey, tensors: dict[str, torch.Tensor], encode_seconds: float)
         record = {
             "key": asdict(key),
             "shapes": {name: list(t.shape) for name, t in cpu.items()},
+            "blake2b": {_TENSORS: file_digest(tmp / _TENSORS)},
             "bytes": sum(t.numel() * t.element_size() for t in cpu.values()),
             "encode_seconds": encode_seconds,
             "created": time.time(),
+            "sources": list(sources),
         }
         (tmp / _RECORD).write_text(json.dumps(record, indent=2))
     evict(limit_bytes())
@@ -134,10 +159,11 @@ def entries() -> list[dict]:
             continue
         size = sum(f.stat().st_size for f in entry.iterdir() if f.is_file())
         try:
-            key = json.loads((entry / _RECORD).read_text())["key"]
-        except (OSError, ValueError, KeyError):
-            key = {}
-        out.append({"id": entry.name, "bytes": size, "last_used": entry.stat().st_mtime, **key})
+            record = json.loads((entry / _RECORD).read_text())
+            key, about = record["key"], {"created": record.get("created"), "sources": record.get("sources", [])}
+        except (OSError, ValueError, KeyError, TypeError):
+            key, about = {}, {}
+        out.append({"id": entry.name, "bytes": size, "last_used": entry.stat().st_mtime, **about, **key})
     return sorted(out, key=lambda e: e["last_used"], reverse=True)
 
 

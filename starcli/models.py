@@ -33,8 +33,8 @@ from typing import Any
 from .cache_dir import (
     TMP_PREFIX,
     atomic_dir,
-    cache_root,
     file_lock,
+    private_subdir,
     remove_tree,
     sweep_stale_tmp,
     write_json_atomic,
@@ -220,7 +220,7 @@ def _resolve_hub_cache(spec: str, progress: ProgressFn | None, *, allow_pickle: 
 
 
 def _models_dir() -> Path:
-    return cache_root() / "models"
+    return private_subdir("models")
 
 
 def _read_marker(entry: Path) -> dict[str, Any] | None:

@@ -62,6 +62,7 @@ class Job:
     document_ids: list[int]
     questions: list[list[int]]  # token ids of each question part
     question_texts: list[str] = field(default_factory=list)
+    sources: list[str] = field(default_factory=list)  # the parts' paths, shown by `cache ls`
 
     def to_json(self) -> dict:
         return {**dataclasses.asdict(self), "settings": dataclasses.asdict(self.settings)}
@@ -163,7 +164,7 @@ def run_job(job: Job, comm: Comm, emit: Emit, loaded=None) -> dict | None:
         if key is not None:
             from . import doc_cache
 
-            doc_cache.save(key, engine.export_document_kv(), encode.seconds)
+            doc_cache.save(key, engine.export_document_kv(), encode.seconds, job.sources)
     speak({"type": "stage", "stage": "encoding blocks", "done": total_blocks, "total": total_blocks})
     stops = stop_token_ids(tokenizer, model.config)
     answers = []

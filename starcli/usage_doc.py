@@ -11,7 +11,17 @@ checks it is current. Every option also shows with `starcli COMMAND --help`.
 
 Results go to stdout; progress, notes and the timing report to stderr. Exit status: 0 success,
 1 bad input or a failed run, 2 bad options, 130 interrupted. Options marked with an environment
-variable can be set through it (`STARCLI_MODEL`, `STARCLI_DEVICE`, ...).
+variable can be set through it (`STARCLI_MODEL`, `STARCLI_DEVICE`, ...). Options are checked before
+any work; a usage error is one line on stderr, `starcli: error: ...`, naming the option (or the
+environment variable its value came from).
+
+A text file that is not UTF-8 is read in the encoding a detector finds (stderr names it); UTF-8 with
+a few invalid bytes stays UTF-8. A file or directory inside the current directory is cited relative
+to it in its `=== path ===` header, however it was typed (`doc.txt`, `./doc.txt` or its absolute
+path); the header is part of what the model reads, and the document cache (`--cache`) is keyed on
+what the model reads, so those give one entry. Each entry's tensor file is checked against the
+digest recorded when it was written; a damaged entry is encoded again, never used. `starcli cache
+ls` lists each entry with its date and source; `starcli cache rm ID` confirms each removal.
 
 Examples:
 
@@ -120,8 +130,11 @@ def render_usage() -> str:
 
     group = typer.main.get_command(app)
     out = [INTRO]
-    for name, command in group.commands.items():
-        if command.hidden:
+    with typer.Context(group) as ctx:
+        # get_command, not group.commands: bench and eval are loaded on demand
+        commands = [(name, group.get_command(ctx, name)) for name in group.list_commands(ctx)]
+    for name, command in commands:
+        if command is None or command.hidden:
             continue
         arguments = " ".join(p.metavar or p.name.upper() + "..." * (p.nargs == -1) for p in command.params if p.param_type_name == "argument")
         out.append(f"## `starcli {name}{' ' + arguments if arguments else ''}`\n")

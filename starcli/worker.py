@@ -52,6 +52,10 @@ def main(argv: list[str] | None = None) -> int:
         (run_batch if isinstance(job, Batch) else run_job)(job, comm, emit)
         if sink is None and comm.rank == 0:
             emit.finish()
+        # Leave the process group together: a rank that tears its connections down while a
+        # peer's last operation is in flight (rank 0 still receiving the gathered statistics)
+        # can make that peer abort.
+        comm.barrier()
         comm.close()
         return 0
     except BaseException as exc:  # report the cause to the CLI, then fail this rank
@@ -67,5 +71,18 @@ def main(argv: list[str] | None = None) -> int:
         return 1
 
 
+def run_and_exit(argv: list[str] | None = None) -> None:
+    """Run the rank, then end it without the interpreter's and the C++ libraries' teardown.
+
+    Everything is reported and flushed by then; what is left is destructors, and gloo's threads,
+    torn down after the interpreter at exit, could abort a rank that had finished its work
+    (SIGABRT, "terminate called without an active exception"), failing a run that had succeeded.
+    """
+    code = main(argv)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    run_and_exit()

@@ -9,15 +9,19 @@ test_launch.py.
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
 
 import pytest
+
+from pypdf import PdfReader, PdfWriter
 
 from .test_sources import assemble_pdf, encrypt_pdf, make_pdf
 
@@ -149,9 +153,11 @@ def _setup(case: str, work: Path, tiny_model_dir: Path) -> list[str]:
     if case == "--rope-scaling unknown":
         (work / "doc.txt").write_text("hello")
         return ["ask", str(work / "doc.txt"), q, "--rope-scaling", "ntk:2", "--model", str(tiny_model_dir)]
-    if case == "--kernel unknown":
+    if case in EARLY:
+        # a model that does not exist: an option checked only after the model is resolved would
+        # fail on the model instead, with exit 1
         (work / "doc.txt").write_text("hello")
-        return ["ask", str(work / "doc.txt"), q, "--kernel", "warp", "--model", str(tiny_model_dir)]
+        return ["ask", str(work / "doc.txt"), q, *EARLY[case], "--model", str(work / "no-such-model")]
     raise AssertionError(case)
 
 
@@ -176,11 +182,37 @@ CASES = {
     "--block-size 0": (2, "--block-size"),
     "--anchor-size over the block": (2, "--anchor-size"),
     "--top-p 0": (2, "--top-p"),
-    "--kernel unknown": (1, "unknown kernel"),
     "--long unknown": (2, "--long must be"),
     "--window too small for a pass": (2, "raise --window"),
     "--window over the model's": (2, "--window 100000"),
     "--rope-scaling unknown": (2, "--rope-scaling"),
+    "--kernel unknown": (2, "--kernel"),
+    "--dtype unknown": (2, "--dtype"),
+    "--timeout 0": (2, "--timeout"),
+    "--max-file-bytes -1": (2, "--max-file-bytes"),
+    "--nnodes 0": (2, "--nnodes"),
+    "--block-size abc": (2, "--block-size"),
+    "unknown option": (2, "--frobnicate"),
+    "STARCLI_DOC_CACHE_MAX_BYTES=abc": (2, "STARCLI_DOC_CACHE_MAX_BYTES"),
+    "STARCLI_BLOCK_SIZE=abc": (2, "STARCLI_BLOCK_SIZE"),
+}
+
+# Usage errors caught before any work: the arguments each case adds, and its environment. Their
+# stderr is the one error line and nothing else (no box, no progress).
+EARLY = {
+    "--kernel unknown": ["--kernel", "warp"],
+    "--dtype unknown": ["--dtype", "float7"],
+    "--timeout 0": ["--timeout", "0"],
+    "--max-file-bytes -1": ["--max-file-bytes", "-1"],
+    "--nnodes 0": ["--nnodes", "0"],
+    "--block-size abc": ["--block-size", "abc"],
+    "unknown option": ["--frobnicate"],
+    "STARCLI_DOC_CACHE_MAX_BYTES=abc": ["--cache"],
+    "STARCLI_BLOCK_SIZE=abc": [],
+}
+EARLY_ENV = {
+    "STARCLI_DOC_CACHE_MAX_BYTES=abc": {"STARCLI_DOC_CACHE_MAX_BYTES": "abc"},
+    "STARCLI_BLOCK_SIZE=abc": {"STARCLI_BLOCK_SIZE": "abc"},
 }
 
 
@@ -196,7 +228,7 @@ def test_bad_input_gives_one_clear_line(case, tmp_path, tiny_model_dir):
         args += ["--model", str(tiny_model_dir)]
     before = _tree(tmp_path, cache)
     env = {**os.environ, "HOME": str(home), "STARCLI_CACHE": str(cache), "NO_COLOR": "1", "HF_HUB_OFFLINE": "1",
-           "HF_HOME": str(home / "hf"), "XDG_CACHE_HOME": str(home / ".cache")}
+           "HF_HOME": str(home / "hf"), "XDG_CACHE_HOME": str(home / ".cache"), **EARLY_ENV.get(case, {})}
     started = time.monotonic()
     result = subprocess.run([sys.executable, "-m", "starcli.cli", *args, "--device", "cpu", "--max-new-tokens", "4"],
                             capture_output=True, text=True, timeout=BOUND_S, env=env, cwd=work, stdin=subprocess.DEVNULL)
@@ -208,6 +240,10 @@ def test_bad_input_gives_one_clear_line(case, tmp_path, tiny_model_dir):
     assert "Traceback" not in result.stderr and result.stdout == ""
     assert "remote code ran" not in result.stderr
     assert _tree(tmp_path, cache) == before  # nothing written or changed outside the cache
+    if case in EARLY:
+        assert result.stderr.splitlines() == errors, result.stderr
+    if case == "--block-size abc":
+        assert "STARCLI_BLOCK_SIZE" not in result.stderr  # not set, so not named
 
 
 SUCCEEDS_WITH_NOTE = {
@@ -240,3 +276,199 @@ def test_odd_files_in_a_directory_are_skipped_and_reported(case, tmp_path, tiny_
     assert SUCCEEDS_WITH_NOTE[case] in result.stderr and "Traceback" not in result.stderr
     assert json.loads(result.stdout)["sources"] == [str(repo / "good.txt")]
     assert _tree(tmp_path, tmp_path / "cache") == before
+
+
+# --- faults a run must survive with the right answer ---------------------------------------------
+
+
+def _cli(args: list, tmp_path: Path, cwd: Path | None = None, env: dict | None = None) -> subprocess.CompletedProcess:
+    env = {**os.environ, "STARCLI_CACHE": str(tmp_path / "cache"), "NO_COLOR": "1", "HF_HUB_OFFLINE": "1", **(env or {})}
+    return subprocess.run([sys.executable, "-m", "starcli.cli", *map(str, args)], capture_output=True, text=True,
+                          timeout=BOUND_S, env=env, cwd=cwd, stdin=subprocess.DEVNULL)
+
+
+def _ask(doc, tmp_path: Path, model: Path, *extra, cwd: Path | None = None) -> tuple[dict, str]:
+    result = _cli(["ask", doc, "q?", "--model", model, "--device", "cpu", "--max-new-tokens", "4", "--json", *extra],
+                  tmp_path, cwd=cwd)
+    assert result.returncode == 0 and "Traceback" not in result.stderr, result.stderr
+    return json.loads(result.stdout), result.stderr
+
+
+def _notes(stderr: str) -> list[str]:
+    """stderr without progress and report lines."""
+    return [line for line in stderr.splitlines() if line.startswith("starcli: ") and not any(
+        stage in line for stage in ("reading input", "loading model", "tokenizing", "encoding blocks"))]
+
+
+def damaged_cache_entry(tmp_path: Path, model: Path) -> None:
+    doc = tmp_path / "doc.txt"
+    doc.write_text("The vault code is 4711. " * 40)
+    first, _ = _ask(doc, tmp_path, model, "--cache")
+    tensors = next((tmp_path / "cache" / "documents").iterdir()) / "kv.safetensors"
+    data = bytearray(tensors.read_bytes())
+    third = len(data) // 3
+    data[third:2 * third] = os.urandom(third)  # same size, header intact
+    tensors.write_bytes(bytes(data))
+    again, stderr = _ask(doc, tmp_path, model, "--cache")
+    assert again["cache"]["hit"] is False
+    assert again["answers"][0]["answer"] == first["answers"][0]["answer"]
+    assert [line for line in _notes(stderr) if "cache" in line] == [
+        "starcli: ignoring a corrupt document cache entry (kv.safetensors does not match the digest recorded "
+        "when it was written); encoding again"], stderr
+
+
+def _pdf_case(algorithm: str, user_password: str, given: str | None):
+    def case(tmp_path: Path, model: Path) -> None:
+        plain = make_pdf(["The treaty was signed in Lisbon."])
+        writer = PdfWriter(clone_from=PdfReader(io.BytesIO(plain)))
+        writer.encrypt(user_password=user_password, owner_password="owner-secret", algorithm=algorithm)
+        buffer = io.BytesIO()
+        writer.write(buffer)
+        (tmp_path / "plain.pdf").write_bytes(plain)
+        (tmp_path / "crypt.pdf").write_bytes(buffer.getvalue())
+        expected, _ = _ask("plain.pdf", tmp_path, model, cwd=tmp_path)
+        got, stderr = _ask("crypt.pdf", tmp_path, model, *(["--password", given] if given else []), cwd=tmp_path)
+        # the same text was read: a byte tokenizer, and names of the same length
+        assert got["document_tokens"] == expected["document_tokens"], stderr
+    return case
+
+
+def _text_case(encoding: str, text: str, tail: bytes, note: str):
+    def case(tmp_path: Path, model: Path) -> None:
+        (tmp_path / "good.txt").write_text(text + tail.decode(encoding, errors="replace"), encoding="utf-8")
+        (tmp_path / "read.txt").write_bytes(text.encode(encoding) + tail)
+        expected, _ = _ask("good.txt", tmp_path, model, cwd=tmp_path)
+        got, stderr = _ask("read.txt", tmp_path, model, cwd=tmp_path)
+        # the same text was read: a byte tokenizer, and names of the same length
+        assert got["document_tokens"] == expected["document_tokens"], stderr
+        assert _notes(stderr) == [f"starcli: read.txt: {note}"], stderr
+    return case
+
+
+FRENCH = ("Le château de la forêt était élevé sur une colline où les élèves venaient étudier l'été. "
+          "À côté, un café servait des crêpes et du thé ; les garçons préféraient la crème brûlée.\n") * 9
+
+
+def same_file_two_names(tmp_path: Path, model: Path) -> None:
+    (tmp_path / "doc.txt").write_text("The launch code is 4711. " * 20)
+    first, _ = _ask("doc.txt", tmp_path, model, "--cache", cwd=tmp_path)
+    second, _ = _ask(tmp_path / "doc.txt", tmp_path, model, "--cache", cwd=tmp_path)
+    assert second["document_tokens"] == first["document_tokens"]
+    assert second["cache"]["hit"] is True and second["sources"] == ["doc.txt"]
+
+
+def cache_commands_say_what_they_did(tmp_path: Path, model: Path) -> None:
+    doc = tmp_path / "doc.txt"
+    doc.write_text("alpha beta " * 30)
+    _ask(doc, tmp_path, model, "--cache")
+    listed = _cli(["cache", "ls"], tmp_path)
+    assert listed.returncode == 0 and str(doc) in listed.stdout, listed.stdout
+    assert time.strftime("%Y-%m-%d") in listed.stdout
+    entry = listed.stdout.split()[0]
+    removed = _cli(["cache", "rm", entry], tmp_path)
+    assert removed.returncode == 0 and removed.stderr.strip() == f"removed {entry}"
+
+
+def cache_folders_are_private(tmp_path: Path, model: Path) -> None:
+    doc = tmp_path / "doc.txt"
+    doc.write_text("alpha beta " * 30)
+    _ask(doc, tmp_path, model, "--cache")
+    probe = "from starcli import models; print(models._models_dir())"
+    env = {**os.environ, "STARCLI_CACHE": str(tmp_path / "cache")}
+    subprocess.run([sys.executable, "-c", probe], check=True, env=env, capture_output=True)
+    for name in ("", "documents", "models"):
+        assert oct((tmp_path / "cache" / name).stat().st_mode & 0o777) == "0o700", name
+
+
+SURVIVES = {
+    "damaged cache entry": damaged_cache_entry,
+    "AES-128 PDF, right password": _pdf_case("AES-128", "pw", "pw"),
+    "AES-256 PDF, right password": _pdf_case("AES-256", "pw", "pw"),
+    "AES-128 PDF, empty user password": _pdf_case("AES-128", "", None),
+    "AES-256 PDF, empty user password": _pdf_case("AES-256", "", None),
+    "latin-1 French paragraph": _text_case("latin-1", FRENCH, b"", "not valid UTF-8: read as cp1252 (detected)"),
+    "UTF-8 with 3 bad bytes": _text_case("utf-8", "Grüße aus Köln, naïve café.\n", b"bad: \xff\xfe\xe9\n",
+                                         "not valid UTF-8: read as UTF-8 with 3 undecodable byte(s) replaced"),
+    "same file by relative and absolute path": same_file_two_names,
+    "cache ls and rm say what they did": cache_commands_say_what_they_did,
+    "cache folders are private": cache_folders_are_private,
+}
+
+
+@pytest.mark.parametrize("case", list(SURVIVES))
+def test_the_run_survives_with_the_right_answer(case, tmp_path, tiny_model_dir):
+    SURVIVES[case](tmp_path, tiny_model_dir)
+
+
+# --- startup: cheap answers load nothing heavy; Ctrl-C while loading is one line -------------------
+
+NO_TORCH = {"--version": ["--version"], "--help": ["--help"], "ask --help": ["ask", "--help"], "cache ls --help": ["cache", "ls", "--help"]}
+
+
+@pytest.mark.parametrize("case", list(NO_TORCH))
+def test_cheap_answers_import_no_torch(case):
+    result = subprocess.run([sys.executable, "-X", "importtime", "-m", "starcli.cli", *NO_TORCH[case]],
+                            capture_output=True, text=True, timeout=BOUND_S)
+    assert result.returncode == 0 and result.stdout, result.stderr
+    imported = {line.rsplit("|", 1)[-1].strip() for line in result.stderr.splitlines() if line.startswith("import time:")}
+    assert imported and not imported & {"torch", "transformers"}
+
+
+def _loading_torch(pid: int) -> bool:
+    with open(f"/proc/{pid}/maps") as f:
+        return "libtorch" in f.read()
+
+
+INTERRUPTED = {
+    # case: (extra arguments, the moment to press Ctrl-C)
+    "while torch loads": ([], _loading_torch),
+    "while the ranks start": (["--procs", "2"], lambda pid: any(
+        b"torch.distributed.run" in open(f"/proc/{c}/cmdline", "rb").read() for c in _children(pid))),
+}
+
+
+def _children(pid: int) -> list[str]:
+    try:
+        with open(f"/proc/{pid}/task/{pid}/children") as f:
+            return f.read().split()
+    except OSError:
+        return []
+
+
+@pytest.mark.parametrize("case", list(INTERRUPTED))
+def test_ctrl_c_at_startup_is_one_line(case, tmp_path, tiny_model_dir):
+    (tmp_path / "doc.txt").write_text("hello " * 50)
+    extra, moment = INTERRUPTED[case]
+    env = {**os.environ, "STARCLI_CACHE": str(tmp_path / "cache"), "NO_COLOR": "1", "HF_HUB_OFFLINE": "1"}
+    proc = subprocess.Popen([sys.executable, "-m", "starcli.cli", "ask", str(tmp_path / "doc.txt"), "q?", "--model",
+                             str(tiny_model_dir), "--device", "cpu", "--max-new-tokens", "2", *extra],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    deadline = time.monotonic() + BOUND_S
+    while not moment(proc.pid) and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert proc.poll() is None, "the run ended before the moment came"
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=BOUND_S)
+    assert proc.returncode == 130, err
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert lines[-1] == "starcli: interrupted" and all(line.startswith("starcli: ") for line in lines), err
+    assert "error" not in err and out == ""
+
+
+# --- a rank that has finished its work cannot fail the run while the process ends ----------------
+
+
+def test_a_rank_ends_without_teardown_once_its_work_is_reported(tmp_path, tiny_model_dir):
+    from starcli.pipeline import Job, RunSettings
+
+    job = Job(RunSettings(device="cpu", max_new_tokens=2, block_size=128), str(tiny_model_dir), [65] * 300, [[66, 67]], ["q?"])
+    (tmp_path / "job.json").write_text(json.dumps(job.to_json()))
+    # stands for library teardown that aborts at exit (gloo's threads did, now and then, under load)
+    probe = ("import atexit, os, sys; atexit.register(os.abort); "
+             f"sys.argv = ['worker', '--job', {str(tmp_path / 'job.json')!r}, '--device', 'cpu']; "
+             "import runpy; runpy.run_module('starcli.worker', run_name='__main__')")
+    env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE")}
+    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=BOUND_S,
+                            env={**env, "NO_COLOR": "1", "HF_HUB_OFFLINE": "1"})
+    assert result.returncode == 0, result.stderr
+    assert "--- starcli report ---" in result.stderr  # the run was reported before the end

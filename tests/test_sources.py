@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 from pypdf import PdfReader, PdfWriter
 
 from starcli.sources import Document, IngestOptions, Part, Skip, SourceError, load_sources
-from starcli.sources.decoding import NotText, decode_text
+from starcli.sources.decoding import NotText, decode, decode_text
 from starcli.sources.gitignore import is_ignored, parse_gitignore
 
 HAVE_GIT = shutil.which("git") is not None
@@ -278,10 +278,20 @@ def test_utf16_file_in_directory(tmp_path):
     assert document.parts[0].text == "wide text"
 
 
-def test_mostly_valid_utf8_is_decoded_with_replacements():
+def test_ascii_with_a_legacy_letter_is_read_in_the_legacy_encoding():
     data = ("plain ascii text " * 20).encode() + b"caf\xe9"
-    text = decode_text(data)
-    assert text.endswith("caf\ufffd")
+    decoded = decode(data)
+    assert decoded.text.endswith("caf\u00e9") and "cp1252" in decoded.note
+
+
+def test_utf8_with_a_few_bad_bytes_stays_utf8_with_replacements():
+    decoded = decode("Grüße aus Köln\n".encode() * 3 + b"bad \xff\xfe\xe9\n")
+    assert decoded.text.startswith("Grüße aus Köln\n") and decoded.text.count("\ufffd") == 3
+    assert "3 undecodable" in decoded.note
+
+
+def test_plain_utf8_needs_no_note():
+    assert decode("Grüße".encode()).note is None
 
 
 def test_undecodable_bytes_are_binary():
@@ -299,14 +309,16 @@ def test_nul_bytes_are_binary():
 # --- directories outside git -----------------------------------------------------
 
 
-def test_directory_paths_are_prefixed_as_typed_and_sorted(tmp_path, monkeypatch):
+def test_directory_paths_are_cited_relative_to_the_current_directory_and_sorted(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     for rel in ["repo/z.txt", "repo/src/b.py", "repo/src/a.py", "repo/A.md"]:
         write(tmp_path / rel, f"content of {rel}")
     expected = ["repo/A.md", "repo/src/a.py", "repo/src/b.py", "repo/z.txt"]
     assert paths(load(["repo"])) == expected
     assert paths(load(["repo/"])) == expected
-    assert paths(load(["./repo"])) == ["./" + p for p in expected]
+    # one citation however the directory is named, so the prompt (and its cache entry) is the same
+    assert paths(load(["./repo"])) == expected
+    assert paths(load([str(tmp_path / "repo")])) == expected
     monkeypatch.chdir(tmp_path / "repo")
     assert paths(load(["."])) == ["A.md", "src/a.py", "src/b.py", "z.txt"]
 

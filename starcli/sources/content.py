@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
-from .decoding import NotText, decode_text
+from .decoding import NotText, decode
 from .errors import Rejected
 from .options import IngestOptions
 from .pdf import extract_pdf_text, looks_like_pdf
 
 
-def bytes_to_text(data: bytes, name: str, shown: str, options: IngestOptions) -> tuple[str, bool]:
-    """Return ``(text, is_pdf)`` for the bytes of the input shown to the user as ``shown``.
+def bytes_to_text(data: bytes, name: str, shown: str, options: IngestOptions) -> tuple[str, bool, str | None]:
+    """Return ``(text, is_pdf, note)`` for the bytes of the input shown to the user as ``shown``;
+    ``note`` says which encoding was assumed for text that is not plain UTF-8.
 
     ``name`` is the file name used for suffix-based PDF detection (empty for
     standard input, where only the magic bytes count). Raises
@@ -23,9 +24,10 @@ def bytes_to_text(data: bytes, name: str, shown: str, options: IngestOptions) ->
             max_pages=options.pdf_max_pages,
             max_chars_per_page=options.pdf_max_chars_per_page,
         )
-        return text, True
+        return text, True, None
     try:
-        return decode_text(data), False
+        decoded = decode(data)
+        return decoded.text, False, decoded.note
     except NotText as verdict:
         raise Rejected(
             f"{shown} is {verdict.reason}; only text and PDF files can be read", verdict.reason

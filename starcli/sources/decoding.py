@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import codecs
+from dataclasses import dataclass
 
-# Share of replacement or stray control characters at which bytes stop counting
-# as text. Small enough that a latin-1 file with a few accented letters still
-# reads (each becomes U+FFFD), large enough that compressed or random data,
-# which fails to decode almost everywhere, does not.
+# Share of replacement or stray control characters at which decoded bytes stop
+# counting as text: compressed or random data fails to decode almost everywhere.
 MAX_BAD_FRACTION = 0.05
 
 # Checked longest first: the UTF-32 LE mark begins with the UTF-16 LE one.
@@ -22,7 +21,8 @@ _BOMS = (
 # Characters that count against plausibility: the replacement character plus
 # the C0 controls that real text does not contain (tab, newlines, form feed and
 # escape, used by coloured logs, are fine).
-_BAD_CHARS = ("\ufffd",) + tuple(chr(c) for c in range(0x20) if chr(c) not in "\t\n\r\f\v\x1b")
+_CONTROL_CHARS = tuple(chr(c) for c in range(0x20) if chr(c) not in "\t\n\r\f\v\x1b")
+_BAD_CHARS = ("\ufffd",) + _CONTROL_CHARS
 
 REASON_NUL = "binary (NUL bytes)"
 REASON_UNDECODABLE = "binary (undecodable)"
@@ -36,37 +36,84 @@ class NotText(ValueError):
         self.reason = reason
 
 
+@dataclass(frozen=True)
+class Decoded:
+    """Decoded text, and how: ``note`` says what was assumed when the bytes were not plain UTF-8."""
+
+    text: str
+    note: str | None = None
+
+
 def decode_text(data: bytes) -> str:
+    """The text of ``data`` (see :func:`decode`)."""
+    return decode(data).text
+
+
+def decode(data: bytes) -> Decoded:
     """Decode file bytes to text, or raise :class:`NotText`.
 
     A byte-order mark decides the encoding when present, because UTF-16 and
     UTF-32 text is full of NUL bytes and would otherwise look binary. Without
-    one, NUL bytes mean binary; then UTF-8 is tried strictly and, failing that,
-    leniently, keeping the result only when little of it had to be replaced.
-    Line endings are normalised to ``\\n`` so that the same text costs the same
+    one, NUL bytes mean binary; then UTF-8 is tried strictly. Bytes that are
+    mostly UTF-8 with a few invalid bytes stay UTF-8, the invalid bytes
+    replaced; anything else is handed to a legacy-encoding detector. Line
+    endings are normalised to ``\n`` so that the same text costs the same
     regardless of the platform that wrote it.
     """
     for bom, encoding in _BOMS:
         if data.startswith(bom):
             text = data[len(bom):].decode(encoding, errors="replace")
             _check_plausible(text)
-            return _normalise(text)
+            return Decoded(_normalise(text))
     if b"\x00" in data:
         raise NotText(REASON_NUL)
     try:
-        text = data.decode("utf-8")
+        return Decoded(_normalise(data.decode("utf-8")))
     except UnicodeDecodeError:
-        text = data.decode("utf-8", errors="replace")
-        _check_plausible(text)
-    return _normalise(text)
+        pass
+    lenient = data.decode("utf-8", errors="replace")
+    replaced = lenient.count("\ufffd")
+    if _valid_multibyte(lenient, replaced) > replaced:
+        # the replacements are already outweighed by valid UTF-8, however short the file
+        _check_plausible(lenient, _CONTROL_CHARS)
+        return Decoded(_normalise(lenient), f"not valid UTF-8: read as UTF-8 with {replaced} undecodable byte(s) replaced")
+    return _legacy(data)
 
 
-def _check_plausible(text: str) -> None:
-    """Reject decoded text that is mostly replacement or control characters."""
+def _valid_multibyte(lenient: str, replaced: int) -> int:
+    """Characters beyond ASCII that decoded as UTF-8: many of them mean the bytes are UTF-8 with
+    a few damaged ones; none mean another encoding, whose accented letters are single bytes."""
+    ascii_chars = len(lenient.encode("ascii", errors="ignore"))
+    return len(lenient) - ascii_chars - replaced
+
+
+# Western European text is the most common legacy text, and several single-byte code pages
+# decode it equally well by the detector's measure (cp1250 turns "forêt" into "foręt"); among
+# the equally good, windows-1252 (which agrees with latin-1 on every printable latin-1 byte) wins.
+_PREFERRED_LEGACY = "cp1252"
+
+
+def _legacy(data: bytes) -> Decoded:
+    """Text in a legacy encoding, as a well-kept detector judges it, or NotText."""
+    from charset_normalizer import from_bytes
+
+    matches = list(from_bytes(data))
+    if not matches:
+        raise NotText(REASON_UNDECODABLE)
+    least_chaos = min(m.chaos for m in matches)
+    best = next((m for m in matches if m.chaos == least_chaos and _PREFERRED_LEGACY in m.could_be_from_charset), None)
+    encoding = _PREFERRED_LEGACY if best is not None else matches[0].encoding
+    text = data.decode(encoding, errors="replace")
+    _check_plausible(text)
+    return Decoded(_normalise(text), f"not valid UTF-8: read as {encoding} (detected)")
+
+
+def _check_plausible(text: str, counted: tuple[str, ...] = _BAD_CHARS) -> None:
+    """Reject decoded text that is mostly replacement or control characters (``counted``)."""
     if not text:
         return
     # str.count per character runs in C; a Python loop over megabytes would not.
-    bad = sum(text.count(ch) for ch in _BAD_CHARS)
+    bad = sum(text.count(ch) for ch in counted)
     if bad >= len(text) * MAX_BAD_FRACTION:
         raise NotText(REASON_UNDECODABLE)
 

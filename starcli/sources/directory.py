@@ -9,7 +9,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from .content import bytes_to_text
-from .display import display_path, human_size
+from .display import cited_path, display_path, human_size
 from .document import Part, Skip
 from .errors import Rejected, SourceError
 from .filesystem import NotRegularFile, describe_os_error, file_kind, read_regular_file
@@ -72,14 +72,14 @@ def read_directory(
     for rel in candidates:
         shown = _shown(directory, rel)
         try:
-            text, is_pdf = _read_entry(directory, rel, root_real, candidate_set, shown, options)
+            text, is_pdf, note = _read_entry(directory, rel, root_real, candidate_set, shown, options)
         except _Silent:
             continue
         except _Skipped as skipped:
             report(Skip(shown, skipped.reason))
             continue
         if text.strip():
-            result.parts.append(Part(shown, text, "pdf" if is_pdf else "file"))
+            result.parts.append(Part(shown, text, "pdf" if is_pdf else "file", note))
         else:
             result.empty += 1
     return result
@@ -92,7 +92,7 @@ def _read_entry(
     candidates: set[str],
     shown: str,
     options: IngestOptions,
-) -> tuple[str, bool]:
+) -> tuple[str, bool, str | None]:
     """Check one listed entry without opening anything unsafe, then read and convert it."""
     full = os.path.join(directory, *rel.split("/"))
     try:
@@ -151,7 +151,8 @@ def _read_entry(
 
 
 def _shown(directory: str, rel: str) -> str:
-    """The path as the user would write it: the directory as typed, then the relative path."""
+    """The directory as cited (see cited_path), then the path relative to it."""
+    directory = cited_path(directory)
     if not rel:
         return display_path(directory)
     if directory in (".", "./"):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 
 def display_path(path: str) -> str:
     """Return ``path`` in a form that is safe to print and to embed in a prompt.
@@ -23,6 +25,26 @@ def display_path(path: str) -> str:
         else:
             out.append(ch)
     return "".join(out)
+
+
+def cited_path(path: str) -> str:
+    """The path an input the user named is cited by in the document (its part header).
+
+    The header is part of what the model reads, so it decides the token ids and with them the
+    document cache entry. A path inside the current directory is cited relative to it, so
+    ``doc.txt``, ``./doc.txt`` and its absolute path give one prompt and one cache entry; a path
+    outside it is cited as given, normalised (``a//b/`` is ``a/b``).
+    """
+    try:
+        cwd = os.getcwd()
+    except OSError:  # the current directory was removed: nothing to be relative to
+        return os.path.normpath(path)
+    absolute = os.path.abspath(path)
+    if absolute == cwd:
+        return "."
+    if os.path.commonpath([absolute, cwd]) == cwd:
+        return os.path.relpath(absolute, cwd)
+    return os.path.normpath(path)
 
 
 def human_size(n: int) -> str:

@@ -18,6 +18,7 @@ class Part:
     path: str
     text: str
     kind: str
+    note: str | None = None  # how the bytes were decoded, when not plain UTF-8 (told the user)
 
 
 @dataclass

@@ -12,7 +12,7 @@ from typing import BinaryIO
 
 from .content import bytes_to_text
 from .directory import read_directory
-from .display import display_path, plural
+from .display import cited_path, display_path, plural
 from .document import Document, Part, Skip
 from .errors import SourceError
 from .filesystem import NotRegularFile, describe_os_error, file_kind, read_regular_file
@@ -92,10 +92,10 @@ def _read_stdin(stdin: BinaryIO | None, options: IngestOptions) -> Part | None:
     except OSError as error:
         raise SourceError(f"cannot read standard input: {describe_os_error(error)}") from None
     # Only the magic bytes can mark piped input as a PDF: it has no name.
-    text, is_pdf = bytes_to_text(data, "", "standard input", options)
+    text, is_pdf, note = bytes_to_text(data, "", "standard input", options)
     if not text.strip():
         return None
-    return Part(STDIN_PATH, text, "pdf" if is_pdf else "stdin")
+    return Part(STDIN_PATH, text, "pdf" if is_pdf else "stdin", note)
 
 
 def _stat_named(source: str) -> os.stat_result:
@@ -131,10 +131,10 @@ def _read_named_file(source: str, st: os.stat_result, options: IngestOptions) ->
         raise SourceError(f"{shown} is not a regular file ({error.kind})") from None
     except OSError as error:
         raise SourceError(f"cannot read {shown}: {describe_os_error(error)}") from None
-    text, is_pdf = bytes_to_text(data, os.path.basename(source), shown, options)
+    text, is_pdf, note = bytes_to_text(data, os.path.basename(source), shown, options)
     if not text.strip():
         return None
-    return Part(shown, text, "pdf" if is_pdf else "file")
+    return Part(display_path(cited_path(source)), text, "pdf" if is_pdf else "file", note)
 
 
 def _explain_nothing(document: Document, notes: list[str], dir_empty_files: int) -> str:
