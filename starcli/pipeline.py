@@ -125,6 +125,12 @@ def load_for_job(settings: RunSettings, model_path: str, comm: Comm):
     return model, tokenizer, str(dtype).replace("torch.", ""), time.perf_counter() - start
 
 
+def _dtype_choice(requested: str, device_type: str) -> str:
+    from .models import auto_dtype_reason
+
+    return auto_dtype_reason(device_type) if requested.strip().lower() == "auto" else "as asked"
+
+
 def run_job(job: Job, comm: Comm, emit: Emit, loaded=None) -> dict | None:
     """Run ``job`` on this rank; returns the result dict on rank 0 (None elsewhere)."""
     settings = job.settings
@@ -200,6 +206,7 @@ def run_job(job: Job, comm: Comm, emit: Emit, loaded=None) -> dict | None:
         "answers": answers,
         "model": job.model_path,
         "dtype": dtype_name,
+        "dtype_choice": _dtype_choice(settings.dtype, comm.device.type),
         "device": comm.device.type,
         "kernel": engine.kernel,
         "attention": settings.attention,
