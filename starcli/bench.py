@@ -41,6 +41,7 @@ from .models import pick_dtype
 from .star import attention
 from .star.attention import AttentionState
 from .star.comm import Comm, init_comm
+from .star.decode_threads import tuned_decode_threads
 from .star.engine import DEFAULT_PASS_TOKENS, EngineError, StarEngine
 from .star.kernels import KERNELS, KernelError, resolve_kernel
 from .star.partition import Partition, PartitionError, plan_dense, plan_ring, plan_star
@@ -510,7 +511,8 @@ class _Runner:
 
         answer = None
         try:
-            _, answer = self.engine.answer(self.question, max_new_tokens=last, on_token=on_token)
+            with tuned_decode_threads(self.device, on_token) as decode_on_token:
+                _, answer = self.engine.answer(self.question, max_new_tokens=last, on_token=decode_on_token)
         except (RuntimeError, MemoryError) as exc:
             error = _oom_message(exc)
             if error is None:

@@ -18,6 +18,7 @@ from typing import Callable
 import torch
 
 from .star.comm import Comm
+from .star.decode_threads import tuned_decode_threads
 from .star.engine import DEFAULT_PASS_TOKENS, StarEngine
 from .star.partition import plan_partition
 from .star.sampling import SamplingParams
@@ -263,10 +264,11 @@ def stream_answer(engine: StarEngine, tokenizer, question_ids: list[int], settin
         emit_text(stream.feed(token))
         return stream.stopped
 
-    tokens, stats = engine.answer(
-        question_ids, max_new_tokens=settings.max_new_tokens, sampling=settings.sampling(),
-        stop_token_ids=stops, on_token=on_token, keep_history=keep_history,
-    )
+    with tuned_decode_threads(engine.device, on_token) as decode_on_token:
+        tokens, stats = engine.answer(
+            question_ids, max_new_tokens=settings.max_new_tokens, sampling=settings.sampling(),
+            stop_token_ids=stops, on_token=decode_on_token, keep_history=keep_history,
+        )
     emit_text(stream.flush())
     return tokens, stats, "".join(parts)
 
