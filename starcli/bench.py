@@ -42,8 +42,10 @@ import torch
 import typer
 from transformers import LlamaConfig, PretrainedConfig, Qwen2Config
 
+from .models import pick_dtype
 from .star import attention
 from .star.comm import Comm, init_comm
+from .star.decode_threads import tuned_decode_threads
 from .star.engine import DEFAULT_PASS_TOKENS, EngineError, StarEngine, resolve_decode
 from .star.kernels import KERNELS, KernelError, resolve_kernel
 from .star.partition import Partition, PartitionError, plan_dense, plan_ring, plan_star
@@ -517,7 +519,8 @@ class _Runner:
 
         answer = None
         try:
-            _, answer = self.engine.answer(self.question, max_new_tokens=last, on_token=on_token)
+            with tuned_decode_threads(self.device, on_token) as decode_on_token:
+                _, answer = self.engine.answer(self.question, max_new_tokens=last, on_token=decode_on_token)
         except (RuntimeError, MemoryError) as exc:
             error = _oom_message(exc)
             if error is None:
@@ -920,7 +923,7 @@ def bench_command(
     relays: Annotated[Optional[str], typer.Option("--relays", help="Star relays, comma list: tokens of the previous block each block also attends to (default: the engine's, the whole block with N/4 blocks, else 0).")] = None,
     ranks: Annotated[int, typer.Option("--ranks", help="Processes (one per GPU); >1 relaunches under torch.distributed.run.")] = 1,
     device: Annotated[str, typer.Option("--device", help="auto, cuda or cpu.")] = "auto",
-    dtype: Annotated[str, typer.Option("--dtype", help="auto (bfloat16 on cuda, float32 on cpu), bfloat16, float16, float32.")] = "auto",
+    dtype: Annotated[str, typer.Option("--dtype", help="auto (bfloat16 on cuda and on cpus with native bf16, else float32), bfloat16, float16, float32.")] = "auto",
     kernel: Annotated[str, typer.Option("--kernel", help=f"Attention kernel: {', '.join(KERNELS)}.")] = "auto",
     question_tokens: Annotated[int, typer.Option("--question-tokens", help="Question length in tokens.")] = 32,
     decode_tokens: Annotated[int, typer.Option("--decode-tokens", help="Decode steps timed.")] = 32,
@@ -1016,7 +1019,7 @@ def _settings(shape, model, lengths, modes, block_sizes, anchor_size, ranks, dev
     resolved_device = _resolve_device(device)
     dtype = dtype.lower()
     if dtype == "auto":
-        dtype = "bfloat16" if resolved_device == "cuda" else "float32"
+        dtype = str(pick_dtype(resolved_device, "auto")).removeprefix("torch.")
     if dtype not in DTYPES:
         raise BenchError(f"--dtype must be auto, bfloat16, float16 or float32, got {dtype!r}")
     dtype = str(DTYPES[dtype]).removeprefix("torch.")

@@ -99,7 +99,7 @@ TopK = Annotated[int, typer.Option(help="Sample among the k likeliest (0 = all).
 Seed = Annotated[Optional[int], typer.Option(help="Seed for sampling.")]
 Stop = Annotated[Optional[list[str]], typer.Option("--stop", help="Stop when this text is generated (repeatable).")]
 Device = Annotated[str, typer.Option(envvar="STARCLI_DEVICE", help="auto, cpu or cuda.")]
-Dtype = Annotated[str, typer.Option(envvar="STARCLI_DTYPE", help="auto (bf16 on GPU, float32 on CPU), float32, bfloat16, float16.")]
+Dtype = Annotated[str, typer.Option(envvar="STARCLI_DTYPE", help="auto (bf16 on GPU and on CPUs with native bf16, else float32), float32, bfloat16, float16.")]
 Kernel = Annotated[str, typer.Option(envvar="STARCLI_KERNEL", help="auto, flash-attn, cudnn, flash-sdpa, cpu-flash or math.")]
 Eager = Annotated[bool, typer.Option("--eager", envvar="STARCLI_EAGER", help="Decode without a CUDA graph (the reference path; the CPU always decodes this way).")]
 JsonOut = Annotated[bool, typer.Option("--json", help="Print one JSON object on stdout instead of streaming text.")]

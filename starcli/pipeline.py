@@ -18,6 +18,7 @@ from typing import Callable
 import torch
 
 from .star.comm import Comm
+from .star.decode_threads import tuned_decode_threads
 from .star.engine import DEFAULT_PASS_TOKENS, StarEngine
 from .star.partition import plan_partition
 from .star.sampling import SamplingParams
@@ -127,6 +128,12 @@ def load_for_job(settings: RunSettings, model_path: str, comm: Comm):
     return model, tokenizer, str(dtype).replace("torch.", ""), time.perf_counter() - start
 
 
+def _dtype_choice(requested: str, device_type: str) -> str:
+    from .models import auto_dtype_reason
+
+    return auto_dtype_reason(device_type) if requested.strip().lower() == "auto" else "as asked"
+
+
 def run_job(job: Job, comm: Comm, emit: Emit, loaded=None) -> dict | None:
     """Run ``job`` on this rank; returns the result dict on rank 0 (None elsewhere)."""
     settings = job.settings
@@ -206,6 +213,7 @@ def run_job(job: Job, comm: Comm, emit: Emit, loaded=None) -> dict | None:
         "answers": answers,
         "model": job.model_path,
         "dtype": dtype_name,
+        "dtype_choice": _dtype_choice(settings.dtype, comm.device.type),
         "device": comm.device.type,
         "kernel": engine.kernel,
         "attention": settings.attention,
@@ -263,10 +271,11 @@ def stream_answer(engine: StarEngine, tokenizer, question_ids: list[int], settin
         emit_text(stream.feed(token))
         return stream.stopped
 
-    tokens, stats = engine.answer(
-        question_ids, max_new_tokens=settings.max_new_tokens, sampling=settings.sampling(),
-        stop_token_ids=stops, on_token=on_token, keep_history=keep_history,
-    )
+    with tuned_decode_threads(engine.device, on_token) as decode_on_token:
+        tokens, stats = engine.answer(
+            question_ids, max_new_tokens=settings.max_new_tokens, sampling=settings.sampling(),
+            stop_token_ids=stops, on_token=decode_on_token, keep_history=keep_history,
+        )
     emit_text(stream.flush())
     return tokens, stats, "".join(parts)
 

@@ -140,6 +140,8 @@ def report_lines(r: dict) -> list[str]:
     if "model" in r:
         name = r.get("model_name") or r["model"]
         lines.append(f"model          {name} ({r.get('dtype', '?')}, {r.get('device', '?')}, kernel {r.get('kernel', '?')})")
+    if r.get("dtype_choice"):
+        lines.append(f"dtype          {r.get('dtype', '?')} ({r['dtype_choice']})")
     if r.get("rope_scaling"):
         lines.append(f"rope scaling   {r['rope_scaling']}: window {r.get('window')} (accuracy degrades past the trained length)")
     if "model_load_s" in r:

@@ -9,7 +9,7 @@ import typer
 from transformers import AutoModelForCausalLM
 from typer.testing import CliRunner
 
-from starcli import bench
+from starcli import bench, models
 from starcli.bench import SHAPES, BenchError, ModelDims, parse_lengths, phase1_flops, score_entries
 from starcli.star.partition import plan_dense, plan_ring, plan_star
 
@@ -19,7 +19,16 @@ CELL_KEYS = {"mode", "length", "block", "anchor", "relay", "ranks", "status", "t
 TOP_KEYS = {"device", "torch", "transformers", "date", "git_commit", "command", "matmul_peak_tflops", "options",
             "model", "world_size", "kernel", "dtype", "cells"}
 # small everywhere: the tiny model decodes in milliseconds, the test only checks the plumbing
-FAST = dict(shape="tiny", device="cpu", question_tokens=8, decode_tokens=2, decode_warmup=1, matmul_size=256)
+# float32 pinned: the tests' memory estimates and tolerances must not depend on the machine's CPU
+FAST = dict(shape="tiny", device="cpu", dtype="float32", question_tokens=8, decode_tokens=2, decode_warmup=1, matmul_size=256)
+
+
+@pytest.mark.parametrize("native, expected", [(True, "bfloat16"), (False, "float32")])
+def test_auto_dtype_on_cpu_follows_the_bf16_detection(monkeypatch, native, expected):
+    monkeypatch.setattr(models, "cpu_has_fast_bf16", lambda: native)
+    settings = bench._settings("tiny", None, "128", "dense", None, None, 1, "cpu", "auto", "auto",
+                               8, 2, 1, 1, 1024, None, 0)
+    assert settings.dtype == expected
 
 
 @pytest.fixture

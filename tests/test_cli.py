@@ -38,6 +38,14 @@ def test_ask_streams_answer_and_reports_on_stderr(tiny_model_dir, doc):
     assert result.stdout.strip()
     assert "--- starcli report ---" in result.stderr and "phase 1" in result.stderr
     assert "report" not in result.stdout
+    # tests pin the bf16 detection off (conftest), so auto is float32 and says why
+    assert "dtype          float32 (auto: this CPU has no native bfloat16 matmul)" in result.stderr
+
+
+def test_report_says_when_the_dtype_was_asked_for(tiny_model_dir, doc):
+    result = invoke("ask", doc, "q?", *base(tiny_model_dir), "--dtype", "bfloat16")
+    assert result.exit_code == 0, result.stderr
+    assert "dtype          bfloat16 (as asked)" in result.stderr
 
 
 def test_json_output_schema(tiny_model_dir, doc):

@@ -504,9 +504,36 @@ def test_unavailable_device_is_a_model_error(tiny_qwen):
         models.load_model(models.resolve_model(str(tiny_qwen)), device="cuda")
 
 
-def test_pick_dtype():
-    assert models.pick_dtype("cpu", None) == torch.float32
-    assert models.pick_dtype("cpu", "auto") == torch.float32
+# the detection itself, before the autouse fixture pins it (tests/conftest.py)
+CPU_HAS_FAST_BF16 = models.cpu_has_fast_bf16
+
+
+@pytest.mark.parametrize("native, expected", [(True, torch.bfloat16), (False, torch.float32)])
+def test_auto_dtype_on_cpu_follows_the_bf16_detection(monkeypatch, native, expected):
+    monkeypatch.setattr(models, "cpu_has_fast_bf16", lambda: native)
+    assert models.pick_dtype("cpu", None) == expected
+    assert models.pick_dtype("cpu", "auto") == expected
+    assert models.pick_dtype("cpu", "float32") == torch.float32
+    assert ("natively" in models.auto_dtype_reason("cpu")) == native
+
+
+@pytest.mark.parametrize(
+    "capabilities, native",
+    [
+        ({"avx512_f": True, "avx512_bf16": True}, True),
+        ({"amx_tile": True, "amx_bf16": True}, True),
+        ({"avx512_f": True, "avx512_bw": True, "avx512_bf16": False}, False),  # AVX-512 alone emulates bf16
+        ({"avx2": True}, False),
+        ({"neon": True, "bf16": True}, False),  # ARM: not measured yet
+    ],
+)
+def test_cpu_bf16_detection_reads_torch_capabilities(monkeypatch, capabilities, native):
+    monkeypatch.setattr(torch.cpu, "get_capabilities", lambda: capabilities)
+    assert CPU_HAS_FAST_BF16() is native
+
+
+def test_pick_dtype(monkeypatch):
+    monkeypatch.setattr(models, "cpu_has_fast_bf16", lambda: False)
     assert models.pick_dtype("cpu", "bfloat16") == torch.bfloat16
     assert models.pick_dtype("cpu", "float16") == torch.float16
     assert models.pick_dtype("cuda", "float32") == torch.float32
@@ -693,7 +720,7 @@ def test_real_default_model_answers(real_default_model, monkeypatch):
     t0 = time.perf_counter()
     model, tok = models.load_model(real_default_model)
     print(f"load converted default model: {time.perf_counter() - t0:.1f}s")
-    assert model.dtype == torch.float32
+    assert model.dtype == models.pick_dtype("cpu", "auto")  # bfloat16 on CPUs with native bf16
     messages = [{"role": "user", "content": "What is the capital of France? Answer in one word."}]
     inputs = tok.apply_chat_template(messages, add_generation_prompt=True, return_tensors="pt", return_dict=True)
     with torch.inference_mode():
