@@ -3,7 +3,7 @@
 A decode step is a few hundred small operations (matrix-vector products, one query's attention).
 Each one that runs on several threads ends in a barrier, so one of its threads losing its core to
 another process stalls the whole step: on the 2-core development machine, shared with other jobs,
-a 4K-token decode step of the default model took 0.7-2.7 s on 2 threads and 0.23-0.39 s on 1
+a 4K-token decode step of the default model took 0.66-2.6 s on 2 threads and 0.23-0.50 s on 1
 (bfloat16, interleaved runs). On an idle machine the second thread adds memory bandwidth instead.
 Neither count wins everywhere, so the decode loop tries both for a few steps, keeps the faster,
 and tries again now and then as the load changes. Phase 1 keeps every thread: its operations are
