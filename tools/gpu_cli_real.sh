@@ -16,10 +16,13 @@ QUESTIONS=(
   -q "How are files inside a directory ordered and filtered when a directory is given as a source? Mention the options that control it."
   -q "Where is torch.distributed used in this code, and what happens to the collectives when the world size is one? Explain briefly."
 )
-ask() {  # name, PYTHONPATH, extra options
+OUT=$(cd "$OUT" && pwd)
+ROOT=$PWD
+ask() {  # name, the tree to run (a folder holding starcli/), extra options
   local name=$1 path=$2; shift 2
-  PYTHONPATH=$path:/tmp/site python3 -m starcli.cli ask "${DOCS[@]}" "${QUESTIONS[@]}" --model "$GGUF" --device cuda --json "$@" \
-    > "$OUT/real-$name.json" 2> "$OUT/real-$name.err"
+  # run from that tree's folder: python -m puts the working directory before PYTHONPATH
+  (cd "$path" && PYTHONPATH=$path:/tmp/site python3 -m starcli.cli ask "${DOCS[@]/#/$ROOT/}" "${QUESTIONS[@]}" \
+    --model "$GGUF" --device cuda --json "$@" > "$OUT/real-$name.json" 2> "$OUT/real-$name.err")
   python3 - "$OUT/real-$name.json" "$name" <<'PY'
 import json, sys
 try:
