@@ -325,24 +325,20 @@ class StarEngine:
         return tokens, stats
 
     def _reserve_tail(self, keep: int, extra: int) -> None:
-        """A tail buffer with room for ``extra`` more tokens after its first ``keep``."""
+        """A tail buffer with room for ``extra`` more tokens after its first ``keep``; the current one
+        while it is large enough (a captured step keeps pointing at it)."""
         if not self.comm.is_last:
             return
         old = self.state.tail
-        if self.decode == "eager" and (keep == 0 or old.capacity < keep + extra):
-            tail = attention.KVBuffer(keep + extra)
-            for layer in old.keys:
-                if keep:
-                    tail.write(layer, old.keys[layer][:, :, :keep], old.values[layer][:, :, :keep], 0)
-            self.state.tail = tail
-        elif self.decode != "eager" and old.capacity < keep + extra:
-            # fixed shapes: every layer allocated at once; a new buffer needs a new capture
-            tail = attention.KVBuffer(-(-(keep + extra) // _TAIL_QUANTUM) * _TAIL_QUANTUM)
-            config = self.model.config
-            tail.allocate(config.num_hidden_layers, (1, *_kv_heads_and_dim(config)), self.model.dtype, self.device)
-            for layer in old.keys:
-                if keep:
-                    tail.write(layer, old.keys[layer][:, :, :keep], old.values[layer][:, :, :keep], 0)
+        if old.capacity < keep + extra:
+            fixed = self.decode != "eager"
+            # fixed shapes: every layer allocated at once, in quanta, so similar questions share a capture
+            tail = attention.KVBuffer(-(-(keep + extra) // _TAIL_QUANTUM) * _TAIL_QUANTUM if fixed else keep + extra)
+            if fixed:
+                config = self.model.config
+                tail.allocate(config.num_hidden_layers, (1, *_kv_heads_and_dim(config)), self.model.dtype, self.device)
+            for layer in old.keys if keep else ():
+                tail.write(layer, old.keys[layer][:, :, :keep], old.values[layer][:, :, :keep], 0)
             self.state.tail = tail
             self._decode_step = None
         self.state.tail.filled = keep
