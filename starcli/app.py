@@ -213,7 +213,7 @@ def _validate(request: AskRequest) -> None:
 
 def check_settings(settings: RunSettings) -> None:
     """The model and engine options (resolving --device), and the cache's environment."""
-    from .models import ModelError, pick_dtype
+    from .models import ModelError, auto_dtype_reason, pick_dtype
     from .star.kernels import KERNELS
 
     try:
@@ -222,9 +222,13 @@ def check_settings(settings: RunSettings) -> None:
     except ValueError as exc:
         raise UserError(str(exc), code=2)
     try:
-        pick_dtype(settings.device, settings.dtype)
+        dtype = pick_dtype(settings.device, settings.dtype)
     except ModelError as exc:
         raise UserError(f"--dtype: {exc}", code=2)
+    if settings.dtype.strip().lower() == "auto":
+        # decided once, here, so that every rank (another process) runs the dtype the report names
+        settings.dtype_reason = auto_dtype_reason(settings.device)
+        settings.dtype = str(dtype).removeprefix("torch.")
     if settings.kernel not in KERNELS:
         raise UserError(f"--kernel must be one of {', '.join(KERNELS)}, got {settings.kernel!r}", code=2)
     if settings.cache:

@@ -34,6 +34,7 @@ class RunSettings:
     model: str | None = None
     device: str = "auto"
     dtype: str = "auto"
+    dtype_reason: str = ""  # why "auto" chose ``dtype``, once it has been decided (app.check_settings)
     attention: str = "star"
     block_size: int | None = None
     anchor_size: int | None = None
@@ -128,10 +129,12 @@ def load_for_job(settings: RunSettings, model_path: str, comm: Comm):
     return model, tokenizer, str(dtype).replace("torch.", ""), time.perf_counter() - start
 
 
-def _dtype_choice(requested: str, device_type: str) -> str:
+def _dtype_choice(settings: RunSettings, device_type: str) -> str:
     from .models import auto_dtype_reason
 
-    return auto_dtype_reason(device_type) if requested.strip().lower() == "auto" else "as asked"
+    if settings.dtype_reason:
+        return settings.dtype_reason
+    return auto_dtype_reason(device_type) if settings.dtype.strip().lower() == "auto" else "as asked"
 
 
 def run_job(job: Job, comm: Comm, emit: Emit, loaded=None) -> dict | None:
@@ -213,7 +216,7 @@ def run_job(job: Job, comm: Comm, emit: Emit, loaded=None) -> dict | None:
         "answers": answers,
         "model": job.model_path,
         "dtype": dtype_name,
-        "dtype_choice": _dtype_choice(settings.dtype, comm.device.type),
+        "dtype_choice": _dtype_choice(settings, comm.device.type),
         "device": comm.device.type,
         "kernel": engine.kernel,
         "attention": settings.attention,
