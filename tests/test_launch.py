@@ -15,7 +15,9 @@ from .distributed import free_port
 
 
 def run_cli(*args, timeout=240):
-    env = {**os.environ, "NO_COLOR": "1", "OMP_NUM_THREADS": "1"}
+    # float32 like every tiny-model test (conftest pins it in-process): in bfloat16 the ranks' merged
+    # partials round differently from one process's attention, and greedy tokens may differ
+    env = {**os.environ, "NO_COLOR": "1", "OMP_NUM_THREADS": "1", "STARCLI_DTYPE": "float32"}
     return subprocess.run([sys.executable, "-m", "starcli.cli", *map(str, args)], capture_output=True, text=True, timeout=timeout, env=env)
 
 
@@ -49,7 +51,9 @@ def test_procs_give_the_single_process_answer(tiny_model_dir, doc, attention):
 def test_two_nodes_on_localhost(tiny_model_dir, doc):
     expected = answer(run_cli("ask", doc, "code?", *common(tiny_model_dir)))
     endpoint = f"127.0.0.1:{free_port()}"
-    env = {**os.environ, "NO_COLOR": "1", "OMP_NUM_THREADS": "1"}
+    # float32 like every tiny-model test (conftest pins it in-process): in bfloat16 the ranks' merged
+    # partials round differently from one process's attention, and greedy tokens may differ
+    env = {**os.environ, "NO_COLOR": "1", "OMP_NUM_THREADS": "1", "STARCLI_DTYPE": "float32"}
     nodes = [
         subprocess.Popen(
             [sys.executable, "-m", "starcli.cli", "ask", str(doc), "code?", *map(str, common(tiny_model_dir)),
@@ -107,7 +111,9 @@ def _rank_of(pid: int) -> int | None:
 def test_a_killed_rank_ends_the_run_with_a_message_and_no_orphans(tiny_model_dir, tmp_path):
     doc = tmp_path / "doc.txt"
     doc.write_text("word " * 100)
-    env = {**os.environ, "NO_COLOR": "1", "OMP_NUM_THREADS": "1"}
+    # float32 like every tiny-model test (conftest pins it in-process): in bfloat16 the ranks' merged
+    # partials round differently from one process's attention, and greedy tokens may differ
+    env = {**os.environ, "NO_COLOR": "1", "OMP_NUM_THREADS": "1", "STARCLI_DTYPE": "float32"}
     proc = subprocess.Popen(
         [sys.executable, "-m", "starcli.cli", "ask", str(doc), "q?", "--model", str(tiny_model_dir), "--device", "cpu",
          "--procs", "2", "--max-new-tokens", "1400", "--kernel", "math", "--timeout", "20"],
@@ -129,7 +135,9 @@ def test_a_killed_rank_ends_the_run_with_a_message_and_no_orphans(tiny_model_dir
 def test_ctrl_c_stops_every_rank(tiny_model_dir, tmp_path):
     doc = tmp_path / "doc.txt"
     doc.write_text("word " * 100)
-    env = {**os.environ, "NO_COLOR": "1", "OMP_NUM_THREADS": "1"}
+    # float32 like every tiny-model test (conftest pins it in-process): in bfloat16 the ranks' merged
+    # partials round differently from one process's attention, and greedy tokens may differ
+    env = {**os.environ, "NO_COLOR": "1", "OMP_NUM_THREADS": "1", "STARCLI_DTYPE": "float32"}
     proc = subprocess.Popen(
         [sys.executable, "-m", "starcli.cli", "ask", str(doc), "q?", "--model", str(tiny_model_dir), "--device", "cpu",
          "--procs", "2", "--max-new-tokens", "1400", "--kernel", "math"],
