@@ -317,9 +317,7 @@ class AttentionState:
             segments.append(split_kv.Segment(*held))
         if self.comm.is_last:
             if tail_length is None:
-                start = self.tail.filled
-                self.tail.write(layer, k, v, start)
-                keys, values = self.tail.read(layer, end=start + q.shape[2])
+                keys, values = self._grow_tail(layer, k, v)
                 valid = None
             else:
                 keys, values = self._write_tail(layer, k, v, tail_length)
@@ -328,6 +326,12 @@ class AttentionState:
         partial = split_kv.split_kv_attention(q, segments, scale) if segments else empty_partial(q)
         outs, lses = self.comm.all_gather_partials(*partial)
         return merge_many(outs, lses)[0]
+
+    def _grow_tail(self, layer, k, v) -> tuple[torch.Tensor, torch.Tensor]:
+        """This step's K/V appended at ``tail.filled``; the tail's K/V through them."""
+        start = self.tail.filled
+        self.tail.write(layer, k, v, start)
+        return self.tail.read(layer, end=start + k.shape[2])
 
     def _write_tail(self, layer, k, v, tail_length: torch.Tensor):
         """This step's K/V into the preallocated tail at a device-side offset; the whole buffers."""
@@ -343,9 +347,7 @@ class AttentionState:
             # fixed shapes: write at a device-side offset, attend over the whole buffer up to the new end
             keys, values = self._write_tail(layer, k, v, tail_length)
             return attention_upto(q, keys, values, tail_length + q.shape[2], scale)
-        start = self.tail.filled
-        self.tail.write(layer, k, v, start)
-        tail_k, tail_v = self.tail.read(layer, end=start + q.shape[2])
+        tail_k, tail_v = self._grow_tail(layer, k, v)
         # The tail grows by one token per step; shape-specialised fused kernels (cuDNN builds a
         # plan per shape) would pay setup every step, while this short attention is cheap in math.
         kernel = "math" if tail_k.shape[2] <= _SHORT_TAIL else self.kernel
