@@ -197,29 +197,23 @@ def score_entries(partition: Partition, rank: int) -> int:
     """(query, key) pairs ``rank`` computes in phase 1 under ``partition``'s attention pattern.
 
     star: block 0 causal; every other block sees the whole anchor (a·|b|), its relayed tokens of the
-    previous block (r·|b|; as a window, query j of the block only the r - j of them within r of it)
-    and itself causally (the anchor's KV comes from rank 0, so no rank encodes it twice). dense
-    and ring: exact causal
-    attention, a chunk [s, e) costing its own triangle plus (e - s)·s for the tokens before it.
+    previous block (r·|b|) and itself causally (the anchor's KV comes from rank 0, so no rank
+    encodes it twice). dense and ring: exact causal attention, a chunk [s, e) costing its own triangle plus (e - s)·s for the tokens before it.
     """
     plan = partition.ranks[rank]
     if partition.attention == "star":
         a = partition.anchor_size
         total = 0
         for block in plan.blocks:
-            relayed = block.relay * block.encoded
-            if partition.relay_window:  # queries j < min(r, |b|) see r - j relayed keys
-                reach = min(block.relay, block.encoded)
-                relayed = _triangle(block.relay) - _triangle(block.relay - reach)
-            total += _triangle(block.encoded) + (0 if block.index == 0 else a * block.encoded + relayed)
+            total += _triangle(block.length) + (0 if block.index == 0 else (a + block.relay) * block.length)
         return total
     return sum(_triangle(b.length) + b.length * b.start for b in plan.blocks)
 
 
 def linear_tokens(partition: Partition, rank: int) -> int:
-    """Tokens ``rank`` pushes through the projections and MLPs in phase 1: its own blocks (with
-    their overlap leads, if any) and never the anchor, which rank 0 encodes inside block 0."""
-    return sum(b.encoded for b in partition.ranks[rank].blocks)
+    """Tokens ``rank`` pushes through the projections and MLPs in phase 1: its own blocks, never the
+    anchor, which rank 0 encodes inside block 0."""
+    return sum(b.length for b in partition.ranks[rank].blocks)
 
 
 def phase1_flops(dims: ModelDims, partition: Partition) -> list[int]:

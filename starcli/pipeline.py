@@ -295,7 +295,7 @@ def _cache_key(job: Job, partition, dtype_name: str, comm: Comm):
         attention=partition.attention,
         block_size=partition.block_size,
         anchor_size=partition.anchor_size,
-        relay=f"{partition.relay}{'w' if partition.relay_window else ''}",
+        relay=str(partition.relay),
         dtype=dtype_name,
         world_size=comm.world_size,
         rank=comm.rank,

@@ -64,8 +64,7 @@ def brute_force_entries(partition, rank):
             k = torch.arange(partition.num_tokens).unsqueeze(0)
             local = (k >= block.start) & (k <= q)
             anchor = (k < a) if block.index > 0 else torch.zeros_like(local)
-            reach = (k >= q - block.relay) if partition.relay_window else True
-            relay = (k >= block.start - block.relay) & (k < block.start) & reach
+            relay = (k >= block.start - block.relay) & (k < block.start)
             total += int((local | anchor | relay).sum())
         return total
     for block in plan.blocks:  # exact causal: each query sees every key at or before it
@@ -84,20 +83,18 @@ def test_star_entries_match_masks(n, world, block, anchor):
 
 
 @pytest.mark.parametrize("n,block,anchor,relay", [(300, 64, 32, 64), (300, 64, None, 64), (257, 64, 16, 40), (300, 64, 16, 100)])
-@pytest.mark.parametrize("window", [False, True])
-def test_star_entries_with_relay_match_masks(n, block, anchor, relay, window):
-    partition = plan_star(n, 1, block, anchor, relay=relay, relay_window=window)
+def test_star_entries_with_relay_match_masks(n, block, anchor, relay):
+    partition = plan_star(n, 1, block, anchor, relay=relay)
     assert score_entries(partition, 0) == brute_force_entries(partition, 0) > score_entries(plan_star(n, 1, block, anchor), 0)
 
 
 def test_relay_ratio_at_a_quarter_blocks():
     """N/4 blocks, anchor = block: the default relay (the whole previous block) raises star's score
-    entries from 5/16 to 7/16 of N² (a window of a block: 6/16)."""
+    entries from 5/16 to 7/16 of N²."""
     n = 16384
     dense = n * n / 2
     assert score_entries(plan_star(n, relay=0), 0) / dense == pytest.approx(0.625, abs=1e-3)
     assert score_entries(plan_star(n), 0) / dense == pytest.approx(0.875, abs=1e-3)
-    assert score_entries(plan_star(n, relay=4096, relay_window=True), 0) / dense == pytest.approx(0.75, abs=1e-3)
 
 
 @pytest.mark.parametrize("n,world", [(1, 1), (300, 1), (301, 2), (257, 3)])

@@ -12,11 +12,11 @@ from .tiny import random_ids, tiny_pair
 N, BLOCK, ANCHOR = 300, 64, 32
 
 
-def answer_on_rank(comm, attention, family, n, block, anchor, overlap=0, relay=0, window=False):
+def answer_on_rank(comm, attention, family, n, block, anchor, relay=0):
     _, star = tiny_pair(family)
     engine = StarEngine(star, comm, kernel="cpu-flash")
     doc, question = random_ids(n, 11), random_ids(5, 12)
-    partition = plan_partition(attention, n, comm.world_size, block, anchor, overlap, relay=relay, relay_window=window)
+    partition = plan_partition(attention, n, comm.world_size, block, anchor, relay=relay)
     engine.encode_context(doc, partition)
     tokens, _ = engine.answer(question.tolist(), max_new_tokens=6)
     first = engine.state.tail.read(0)  # only the last rank holds question/answer KV
@@ -25,26 +25,23 @@ def answer_on_rank(comm, attention, family, n, block, anchor, overlap=0, relay=0
             "ranges": [(b.start, b.end) for b in partition.ranks[comm.rank].blocks]}
 
 
-def single(attention, family="qwen2", n=N, block=BLOCK, anchor=ANCHOR, overlap=0, relay=0, window=False):
+def single(attention, family="qwen2", n=N, block=BLOCK, anchor=ANCHOR, relay=0):
     from starcli.star.comm import Comm
 
-    return answer_on_rank(Comm(), attention, family, n, block, anchor, overlap, relay, window)
+    return answer_on_rank(Comm(), attention, family, n, block, anchor, relay)
 
 
 @pytest.mark.parametrize(
-    "world,overlap,relay,window",
-    [
-        (2, 0, 0, False), (3, 0, 0, False), (3, 24, 0, False),
-        # relay: a rank's first block gets the previous rank's last tokens, layer by layer
-        (2, 0, 40, False), (3, 0, 64, False), (3, 0, 64, True),
-    ],
+    "world,relay",
+    # relay: a rank's first block gets the previous rank's last tokens, layer by layer
+    [(2, 0), (3, 0), (2, 40), (3, 64)],
 )
-def test_star_over_ranks_equals_one_process(world, overlap, relay, window):
-    expected = single("star", overlap=overlap, relay=relay, window=window)
+def test_star_over_ranks_equals_one_process(world, relay):
+    expected = single("star", relay=relay)
     if relay:  # the relay changes the result, so equality below is not plain star's
         assert expected["tokens"] != single("star")["tokens"] or any(
             not torch.allclose(expected["keys"][layer], keys) for layer, keys in single("star")["keys"].items())
-    results = distributed.run_ranks(world, answer_on_rank, "star", "qwen2", N, BLOCK, ANCHOR, overlap, relay, window)
+    results = distributed.run_ranks(world, answer_on_rank, "star", "qwen2", N, BLOCK, ANCHOR, relay)
     for r in results:
         assert r["tokens"] == expected["tokens"]
     assert [r["has_tail"] for r in results] == [False] * (world - 1) + [True]
@@ -69,7 +66,7 @@ def test_ring_equals_dense(world):
 @pytest.mark.parametrize("anchor,relay", [(64, 0), (32, 64)])
 def test_more_ranks_than_blocks(anchor, relay):
     expected = single("star", n=100, block=64, anchor=anchor, relay=relay)
-    results = distributed.run_ranks(3, answer_on_rank, "star", "qwen2", 100, 64, anchor, 0, relay)
+    results = distributed.run_ranks(3, answer_on_rank, "star", "qwen2", 100, 64, anchor, relay)
     assert [r["kv_tokens"] for r in results] == [64, 36, 0]
     for r in results:
         assert r["tokens"] == expected["tokens"]

@@ -78,20 +78,18 @@ def test_dense_mode_equals_full_attention(kernel, pass_tokens):
     torch.testing.assert_close(got, reference_logits(reference, doc, question), **TOL)
 
 
-def naive_star_kv(reference, doc, block_size, anchor_size, blocks=None):
-    """The paper's phase 1 literally: one forward per [anchor; lead; block], anchor and lead KV
-    dropped. ``blocks``: (start, end, lead) triples; default: plain cuts every ``block_size``."""
-    if blocks is None:
-        blocks = [(s, min(s + block_size, doc.numel()), 0) for s in range(0, doc.numel(), block_size)]
+def naive_star_kv(reference, doc, block_size, anchor_size):
+    """The paper's phase 1 literally: one forward per [anchor; block], the anchor's KV dropped."""
     keys, values = None, None
-    for start, end, lead in blocks:
-        block = doc[start - lead : end]
+    for start in range(0, doc.numel(), block_size):
+        end = min(start + block_size, doc.numel())
+        block = doc[start:end]
         if start == 0:
             ids, positions, drop = block, torch.arange(block.numel()), 0
         else:
             ids = torch.cat([doc[:anchor_size], block])
-            positions = torch.cat([torch.arange(anchor_size), torch.arange(start - lead, end)])
-            drop = anchor_size + lead
+            positions = torch.cat([torch.arange(anchor_size), torch.arange(start, end)])
+            drop = anchor_size
         cache = DynamicCache()
         with torch.no_grad():
             reference(ids[None], position_ids=positions[None], past_key_values=cache, use_cache=True)
@@ -140,32 +138,6 @@ def test_star_equals_naive_paper_implementation(family, n, block, anchor, pass_t
     tokens, stats = engine.answer(question.tolist(), max_new_tokens=6)
     assert tokens == expected
     assert stats.question_tokens == 4
-
-
-@pytest.mark.parametrize(
-    "n,block,anchor,overlap,boundaries,pass_tokens",
-    [
-        (300, 64, 64, 16, None, 10_000),  # block 1 gets no lead: the anchor already holds block 0
-        (300, 64, 32, 16, None, 10_000),  # every block after block 0 has a 16-token lead
-        (300, 64, 16, 40, [70, 121, 140, 190, 260], 10_000),  # cuts moved to boundaries: uneven blocks
-        (300, 64, 16, 40, [70, 121, 140, 190, 260], 64),  # one block per pass
-    ],
-)
-def test_overlap_and_natural_cuts_equal_the_naive_implementation(n, block, anchor, overlap, boundaries, pass_tokens):
-    reference, star = tiny_pair("qwen2")
-    doc, question = random_ids(n, 7), random_ids(4, 8)
-    engine = StarEngine(star, kernel="cpu-flash", pass_tokens=pass_tokens)
-    partition = plan_star(n, 1, block_size=block, anchor_size=anchor, overlap=overlap, boundaries=boundaries)
-    blocks = [(b.start, b.end, b.lead) for b in partition.blocks]
-    assert any(lead for _, _, lead in blocks)
-    engine.encode_context(doc, partition)
-    keys, values = naive_star_kv(reference, doc, block, partition.anchor_size, blocks)
-    for layer, (k, v) in enumerate(zip(keys, values)):
-        got_k, got_v = engine.state.document.read(layer)
-        torch.testing.assert_close(got_k, k, **TOL)
-        torch.testing.assert_close(got_v, v, **TOL)
-    expected, _ = naive_answer(reference, keys, values, n, question, 6)
-    assert engine.answer(question.tolist(), max_new_tokens=6)[0] == expected
 
 
 def test_one_token_question_and_repeated_questions_reuse_the_encoding():
@@ -252,8 +224,7 @@ def masked_reference(reference, allowed: torch.Tensor, ids: torch.Tensor):
 
 def star_pattern(partition, total: int) -> torch.Tensor:
     """allowed[t, s] for star with relay: a block's token sees the anchor, the relayed tokens before
-    the block (with a relay window, those at most ``relay`` positions before it) and, causally, its
-    own block; tokens after the document see everything before them."""
+    the block and, causally, its own block; tokens after the document see everything before them."""
     allowed = torch.ones(total, total).tril().bool()
     n = partition.num_tokens
     allowed[:n, :n] = False
@@ -262,30 +233,24 @@ def star_pattern(partition, total: int) -> torch.Tensor:
         allowed[rows, block.start : block.end] = torch.ones(block.length, block.length).tril().bool()
         if block.index:
             allowed[rows, : partition.anchor_size] = True
-            if not partition.relay_window:
-                allowed[rows, block.start - block.relay : block.start] = True
-            for t in range(block.start, block.end) if partition.relay_window else ():
-                allowed[t, max(block.start - block.relay, t - block.relay) : block.start] = True
+            allowed[rows, block.start - block.relay : block.start] = True
     return allowed
 
 
 @pytest.mark.parametrize(
-    "n,block,anchor,relay,boundaries,pass_tokens",
+    "n,block,anchor,relay,pass_tokens",
     [
-        (300, 64, 64, 16, None, 10_000),  # block 1 relays nothing: the anchor already holds block 0
-        (300, 64, 32, 16, None, 10_000),  # block 1 relays 16 of block 0's tokens past the anchor
-        (300, 64, 16, 64, None, 10_000),  # the whole previous block (block 1: all but the anchor)
-        (300, 64, 16, 40, [70, 121, 140, 190, 260], 64),  # uneven blocks, one block per pass
-        (300, 64, 16, 1000, None, 150),  # relay capped at the previous block; two blocks per pass
+        (300, 64, 64, 16, 10_000),  # block 1 relays nothing: the anchor already holds block 0
+        (300, 64, 32, 16, 10_000),  # block 1 relays 16 of block 0's tokens past the anchor
+        (300, 64, 16, 64, 10_000),  # the whole previous block (block 1: all but the anchor)
+        (300, 64, 16, 40, 64),  # a short last block, one block per pass
+        (300, 64, 16, 1000, 150),  # relay capped at the previous block; two blocks per pass
     ],
 )
-@pytest.mark.parametrize("window", [False, True], ids=["full", "window"])
-def test_relay_equals_the_masked_reference(n, block, anchor, relay, boundaries, pass_tokens, window):
+def test_relay_equals_the_masked_reference(n, block, anchor, relay, pass_tokens):
     reference, star = tiny_pair("qwen2")
     doc, question = random_ids(n, 9), random_ids(4, 10)
-    partition = plan_star(n, 1, block_size=block, anchor_size=anchor, relay=relay, boundaries=boundaries,
-                          relay_window=window)
-    assert partition.relay_window == window
+    partition = plan_star(n, 1, block_size=block, anchor_size=anchor, relay=relay)
     assert any(b.relay for b in partition.blocks)
     assert all(b.relay <= partition.blocks[b.index - 1].length for b in partition.blocks if b.index)
     engine = StarEngine(star, kernel="cpu-flash", pass_tokens=pass_tokens)
@@ -298,7 +263,7 @@ def test_relay_equals_the_masked_reference(n, block, anchor, relay, boundaries, 
         torch.testing.assert_close(got_v, v[:, :, :n], **TOL)
     torch.testing.assert_close(got_logits, logits, **TOL)
     # without relay the same reference gives plain star: the test would catch a relay that did nothing
-    plain = plan_star(n, 1, block_size=block, anchor_size=anchor, boundaries=boundaries)
+    plain = plan_star(n, 1, block_size=block, anchor_size=anchor)
     plain_kv, _ = masked_reference(reference, star_pattern(plain, total), torch.cat([doc, question]))
     assert not torch.allclose(plain_kv[-1][0][:, :, :n], kv[-1][0][:, :, :n], **TOL)
 
@@ -306,7 +271,5 @@ def test_relay_equals_the_masked_reference(n, block, anchor, relay, boundaries, 
 def test_relay_settings_are_checked():
     from starcli.star.partition import PartitionError
 
-    with pytest.raises(PartitionError, match="alternatives"):
-        plan_star(300, 1, block_size=64, overlap=16, relay=16)
     with pytest.raises(PartitionError, match="negative"):
         plan_star(300, 1, block_size=64, relay=-1)

@@ -261,8 +261,8 @@ def test_config_labels():
     assert labels == ["dense", "star b=N/4 a=b", "star b=512 a=512", "star b=512 a=128"]
     with pytest.raises(ValueError, match="unknown attention"):
         make_configs([("sparse", None, None)])
-    star_variants = make_configs([("star", None, None, 0, "tokens"), ("star", None, None, 256, "natural"), ("dense", None, None, 256, "natural")])
-    assert [c.label for c in star_variants] == ["star b=N/4 a=b", "star b=N/4 a=b o=256 natural", "dense"]
+    star_variants = make_configs([("star", None, None, 0), ("star", None, None, 256), ("dense", None, None, 256)])
+    assert [c.label for c in star_variants] == ["star b=N/4 a=b r=0", "star b=N/4 a=b r=256", "dense"]
 
 
 def test_run_eval_on_a_tiny_model(tiny_star, byte_tokenizer):
@@ -374,10 +374,7 @@ def fake_models(monkeypatch, tiny_star, byte_tokenizer):
         (["--block-sizes", "256", "--anchor-size", "512"], "must not exceed"),
         (["--samples", "0"], "--samples must be at least 1"),
         (["--kernel", "warp"], "unknown kernel"),
-        (["--overlaps", "-3"], "--overlaps: cannot read '-3'"),
-        (["--cuts", "tokens,words"], "--cuts: unknown value 'words'"),
         (["--relays", "1x"], "--relays: cannot read '1x'"),
-        (["--relays", "0,w"], "--relays: cannot read 'w'"),
         (["--rope-scaling", "ntk:2"], "--rope-scaling must be TYPE:FACTOR"),
     ],
 )
@@ -410,33 +407,18 @@ def test_command_runs_generated_tasks(fake_models, tmp_path):
     assert saved["model"] == "tiny" and len(saved["samples"]) == 4 and saved["seed"] == 0
 
 
-def test_command_compares_overlaps_and_cuts(fake_models, tmp_path):
+def test_command_compares_relays(fake_models, tmp_path):
     out = tmp_path / "results.json"
     args = ["eval", "--tasks", "niah_single", "--lengths", "640", "--samples", "1", "--block-sizes", "128",
-            "--overlaps", "0,32", "--cuts", "tokens,natural", "--device", "cpu", "--out", str(out)]
+            "--relays", "0,64", "--device", "cpu", "--out", str(out)]
     result = CliRunner().invoke(_app(), args)
     assert result.exit_code == 0, result.output
     saved = json.loads(out.read_text())
-    assert saved["configs"] == ["dense", "star b=128 a=128", "star b=128 a=128 natural",
-                                "star b=128 a=128 o=32", "star b=128 a=128 o=32 natural"]
-    by_config = {r["config"]: r for r in saved["samples"]}
-    starts = by_config["star b=128 a=128"]["block_starts"]
-    assert len(starts) > 2 and starts == [128 * i for i in range(len(starts))]
-    assert by_config["star b=128 a=128 o=32"]["overlap"] == 32
-
-
-def test_command_compares_relays_without_pairing_them_with_overlaps(fake_models, tmp_path):
-    out = tmp_path / "results.json"
-    args = ["eval", "--tasks", "niah_single", "--lengths", "640", "--samples", "1", "--block-sizes", "128",
-            "--overlaps", "0,32", "--relays", "0,64,w64", "--device", "cpu", "--out", str(out)]
-    result = CliRunner().invoke(_app(), args)
-    assert result.exit_code == 0, result.output
-    saved = json.loads(out.read_text())
-    assert saved["configs"] == ["dense", "star b=128 a=128 r=0", "star b=128 a=128 r=64", "star b=128 a=128 w=64",
-                                "star b=128 a=128 o=32"]
+    assert saved["configs"] == ["dense", "star b=128 a=128 r=0", "star b=128 a=128 r=64"]
     by_config = {r["config"]: r for r in saved["samples"]}
     assert by_config["star b=128 a=128 r=64"]["relay"] == 64 and by_config["star b=128 a=128 r=0"]["relay"] == 0
-    assert by_config["star b=128 a=128 w=64"]["relay_window"] and by_config["star b=128 a=128 w=64"]["relay"] == 64 and not by_config["star b=128 a=128 r=64"]["relay_window"]
+    starts = by_config["star b=128 a=128 r=0"]["block_starts"]
+    assert len(starts) > 2 and starts == [128 * i for i in range(len(starts))]
 
 
 def test_command_json_from_data(fake_models, tmp_path, byte_tokenizer):

@@ -1,6 +1,6 @@
 import pytest
 
-from starcli.star.partition import PartitionError, default_block_size, plan_partition, plan_ring, plan_star, snap_cuts
+from starcli.star.partition import PartitionError, default_block_size, plan_partition, plan_ring, plan_star
 
 
 def covered(partition):
@@ -45,11 +45,10 @@ def test_defaults_follow_the_paper():
 
 def test_default_relay_is_the_whole_block_with_default_blocks():
     p = plan_star(16384)
-    assert p.relay == p.block_size == 4096 and not p.relay_window
+    assert p.relay == p.block_size == 4096
     assert [b.relay for b in p.blocks] == [0, 0, 4096, 4096]  # block 1's predecessor is the anchor
     assert plan_star(16384, block_size=4096).relay == 0  # explicit blocks are chosen for speed: plain star
     assert plan_star(16384, 2).relay == 4096  # several ranks hand the relayed KV over layer by layer
-    assert plan_star(16384, overlap=256).relay == 0  # overlap and relay are alternatives
     assert plan_star(16384, relay=0).relay == 0
 
 
@@ -74,27 +73,9 @@ def test_ring_zigzag(n, world):
         assert [b.index for b in plan.blocks] == [rank, 2 * world - 1 - rank]
 
 
-def test_cuts_move_to_the_nearest_boundary_in_reach():
-    # block 100, reach 12: 100 -> 104 (first cut only moves later), 200 -> 195, 300 has none in reach
-    assert snap_cuts(450, 100, [60, 95, 104, 195, 205, 280, 399]) == [0, 104, 195, 300, 399]
-    assert snap_cuts(450, 100, None) == [0, 100, 200, 300, 400]
-    assert snap_cuts(90, 100, [10, 50]) == [0]
-
-
-@pytest.mark.parametrize("overlap", [0, 7, 40])
 @pytest.mark.parametrize("world", [1, 2, 3])
-def test_star_with_overlap_and_boundaries_covers_every_token_once(overlap, world):
-    boundaries = list(range(3, 1000, 37))
-    p = plan_star(1000, world, 128, 64, overlap=overlap, boundaries=boundaries)
+def test_star_covers_every_token_once(world):
+    p = plan_star(1000, world, 128, 64)
     kept = [t for b in p.blocks for t in range(b.start, b.end)]
     assert kept == list(range(1000))
-    assert p.blocks[0].lead == 0 and p.anchor_size == 64
-    for b in p.blocks[1:]:
-        assert b.start in boundaries or b.start % 128 == 0
-        # a lead never re-encodes anchor tokens, which every block sees anyway
-        assert 0 <= b.lead <= overlap and b.start - b.lead >= min(b.start, p.anchor_size)
-
-
-def test_negative_overlap_is_refused():
-    with pytest.raises(PartitionError, match="overlap"):
-        plan_star(1000, 1, 128, overlap=-1)
+    assert [b.start for b in p.blocks] == list(range(0, 1000, 128)) and p.anchor_size == 64

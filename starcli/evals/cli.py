@@ -63,34 +63,16 @@ def parse_count(text: str, option: str) -> int:
     return 0 if text.strip() == "0" else parse_length(text, option)
 
 
-def parse_relay(text: str, option: str = "--relays") -> tuple[int, bool]:
-    """A star relay: ``4096`` (the previous block's last 4096 tokens, seen by the whole block) or
-    ``w4096`` (a window: each token sees those of them at most 4096 positions before it)."""
-    given = text.strip().lower()
-    window = given.startswith("w")
-    try:
-        count = parse_count(given[1:] if window else given, option)
-    except OptionError:
-        raise OptionError(f"{option}: cannot read {text.strip()!r}; use token counts like 0,4096 or windows like w4096") from None
-    return count, window and count > 0
-
-
 def parse_lengths(text: str) -> list[int]:
     return sorted({parse_length(item) for item in _items(text, "--lengths")})
 
 
-def parse_configs(attention: str, block_sizes: str | None, anchor_size: int | None,
-                  overlaps: str | None = None, cuts: str | None = None, relays: str | None = None) -> list[tuple]:
-    """One config per dense/ring mode and one per star (block size × overlap × cuts × relay); block
-    ``auto`` is the N/4 rule. Overlap and relay are alternatives: a config never has both."""
-    from ..star.partition import CUTS, DEFAULT_CUTS, DEFAULT_OVERLAP, DEFAULT_RELAY
+def parse_configs(attention: str, block_sizes: str | None, anchor_size: int | None, relays: str | None = None) -> list[tuple]:
+    """One config per dense/ring mode and one per star (block size × relay); block ``auto`` is the
+    N/4 rule."""
+    from ..star.partition import DEFAULT_RELAY
 
-    overlap_list = [DEFAULT_OVERLAP] if overlaps is None else [parse_count(item, "--overlaps") for item in _items(overlaps, "--overlaps")]
-    relay_list = [(DEFAULT_RELAY, False)] if relays is None else [parse_relay(item) for item in _items(relays, "--relays")]
-    cut_list = [DEFAULT_CUTS] if cuts is None else _items(cuts, "--cuts")
-    for item in cut_list:
-        if item not in CUTS:
-            raise OptionError(f"--cuts: unknown value {item!r}; choose {', '.join(CUTS)}")
+    relay_list = [DEFAULT_RELAY] if relays is None else [parse_count(item, "--relays") for item in _items(relays, "--relays")]
     blocks: list[int | None] = [None]
     if block_sizes is not None:
         blocks = []
@@ -104,11 +86,7 @@ def parse_configs(attention: str, block_sizes: str | None, anchor_size: int | No
     configs: list[tuple] = []
     for mode in _items(attention, "--attention"):
         if mode == "star":
-            configs += [
-                ("star", block, anchor_size, overlap, cut, relay, window)
-                for block in blocks for overlap in overlap_list for cut in cut_list for relay, window in relay_list
-                if not (overlap and relay)
-            ]
+            configs += [("star", block, anchor_size, relay) for block in blocks for relay in relay_list]
         elif mode in ("dense", "ring"):
             configs.append((mode, None, None))
         else:
@@ -158,9 +136,7 @@ def eval_command(
     attention: Annotated[str, typer.Option(help="Comma list of attention modes to compare: dense, star, ring.")] = "dense,star",
     block_sizes: Annotated[Optional[str], typer.Option("--block-sizes", help="Comma list of star block sizes, e.g. 512,2k; auto is about N/4 (the default).")] = None,
     anchor_size: Annotated[Optional[int], typer.Option(help="Star anchor size (default: the block size).")] = None,
-    overlaps: Annotated[Optional[str], typer.Option("--overlaps", help="Comma list of star overlaps: tokens of the previous block re-encoded before each block (default: the engine's).")] = None,
-    relays: Annotated[Optional[str], typer.Option("--relays", help="Comma list of star relays: tokens at the end of the previous block each block attends to through their cached KV; wN: a window, each token sees those within N positions of it (default: the engine's).")] = None,
-    cuts: Annotated[Optional[str], typer.Option("--cuts", help="Comma list of star block cuts: tokens (every block size) or natural (moved to paragraph/line/sentence starts).")] = None,
+    relays: Annotated[Optional[str], typer.Option("--relays", help="Comma list of star relays: tokens at the end of the previous block each block attends to through their cached KV (default: the engine's).")] = None,
     data: Annotated[Optional[Path], typer.Option(help="Read samples from this JSONL file instead of generating them.")] = None,
     seed: Annotated[int, typer.Option(help="Seed of the generated samples.")] = 0,
     device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
@@ -181,7 +157,7 @@ def eval_command(
         length_list = parse_lengths(lengths or DEFAULT_LENGTHS)
         if samples < 1:
             raise OptionError(f"--samples must be at least 1, got {samples}")
-        configs = make_configs(parse_configs(attention, block_sizes, anchor_size, overlaps, cuts, relays))
+        configs = make_configs(parse_configs(attention, block_sizes, anchor_size, relays))
         device = resolve_device(device)
         kernel_name = resolve_kernel(kernel, device)
         if rope_scaling:

@@ -17,8 +17,7 @@ import torch
 
 from ..prompt import build_prompt, stop_token_ids
 from ..star.engine import StarEngine
-from ..boundaries import natural_boundaries
-from ..star.partition import CUTS, DEFAULT_CUTS, DEFAULT_OVERLAP, DEFAULT_RELAY, PartitionError, plan_partition
+from ..star.partition import DEFAULT_RELAY, PartitionError, plan_partition
 from .data import score
 from .tasks import FAMILIES, TASKS, Sample, family_of
 
@@ -30,10 +29,7 @@ class EvalConfig:
     attention: str
     block_size: int | None = None  # None: the N/4 rule of the partition planner
     anchor_size: int | None = None  # None: the block size
-    overlap: int = DEFAULT_OVERLAP  # tokens of the previous block re-encoded in front of each block
-    cuts: str = DEFAULT_CUTS  # "tokens": every block_size tokens; "natural": moved to text boundaries
     relay: int | None = DEFAULT_RELAY  # tokens of the previous block attended through their cached KV; None: the default
-    relay_window: bool = False  # each token sees only the relayed tokens within ``relay`` of it
 
     @property
     def label(self) -> str:
@@ -41,8 +37,7 @@ class EvalConfig:
             return self.attention
         block = str(self.block_size) if self.block_size else "N/4"
         anchor = str(self.anchor_size) if self.anchor_size else (block if self.block_size else "b")
-        extra = (f" o={self.overlap}" if self.overlap else "") + (f" {'w' if self.relay_window else 'r'}={self.relay}" if self.relay is not None and not self.overlap else "")
-        extra += " natural" if self.cuts == "natural" else ""
+        extra = f" r={self.relay}" if self.relay is not None else ""
         return f"star b={block} a={anchor}{extra}"
 
 
@@ -57,14 +52,8 @@ def make_configs(configs: Iterable) -> list[EvalConfig]:
             value = getattr(config, name)
             if value is not None and value <= 0:
                 raise PartitionError(f"{name.replace('_', ' ')} must be a positive number of tokens, got {value}")
-        if config.overlap < 0:
-            raise PartitionError(f"overlap must not be negative, got {config.overlap}")
         if config.relay is not None and config.relay < 0:
             raise PartitionError(f"relay must not be negative, got {config.relay}")
-        if config.relay and config.overlap:
-            raise PartitionError("overlap and relay are alternatives: give one of them")
-        if config.cuts not in CUTS:
-            raise PartitionError(f"unknown cuts {config.cuts!r}: choose {', '.join(CUTS)}")
         if config.attention != "star":
             config = EvalConfig(config.attention)  # block and anchor mean nothing to the exact modes
         if config not in out:
@@ -98,11 +87,8 @@ def run_eval(
         prompt = build_prompt(tokenizer, sample.context, sample.question)
         doc = torch.tensor(prompt.document_ids, dtype=torch.long)
         for config in configs:
-            boundaries = natural_boundaries(tokenizer, prompt.document_ids) if config.cuts == "natural" else None
-            partition = plan_partition(
-                config.attention, doc.numel(), comm.world_size, config.block_size, config.anchor_size,
-                config.overlap, boundaries, config.relay, config.relay_window,
-            )
+            partition = plan_partition(config.attention, doc.numel(), comm.world_size, config.block_size,
+                                       config.anchor_size, relay=config.relay)
             start = time.perf_counter()
             engine.encode_context(doc, partition)
             tokens, stats = engine.answer(
@@ -121,10 +107,7 @@ def run_eval(
                 "block_size": partition.block_size,
                 "anchor_size": partition.anchor_size,
                 "blocks": partition.num_blocks,
-                "overlap": config.overlap if config.attention == "star" else 0,
                 "relay": partition.relay,  # 0 for dense and ring partitions
-                "relay_window": partition.relay_window,
-                "cuts": config.cuts if config.attention == "star" else None,
                 "block_starts": [b.start for b in partition.blocks],
                 "prompt_tokens": doc.numel() + len(prompt.question_ids),
                 "output": output,

@@ -46,14 +46,11 @@ _SPLIT_KV_ROWS = 1024
 
 @dataclass
 class BlocksStep:
-    # (lead, kept length) of each block in this pass, in document order; the pass's tokens are each
-    # block's lead (left context, encoded and dropped) followed by the block itself
-    segments: list[tuple[int, int]]
+    lengths: list[int]  # of each block in this pass, in document order
     starts_with_block0: bool
     anchor_size: int
     # per block (same order), tokens before it whose cached KV it also attends to; empty: none
     relays: list[int] = field(default_factory=list)
-    relay_window: bool = False  # token j sees only the relayed tokens within ``relay`` positions of it
     # several ranks with relay: tokens at the end of this pass that the next rank's first block
     # relays (sent), and tokens of the previous rank's last block this pass's first block relays
     relay_to_next_rank: int = 0
@@ -161,24 +158,12 @@ class AttentionState:
             return self._ring(layer, q, k, v, scale, step)
         raise RuntimeError("star attention called outside an engine step")
 
-    def _keep_blocks(self, layer, k, v, segments: list[tuple[int, int]]) -> None:
-        """Append the blocks' KV to the document buffer, leaving out the leads."""
-        offset = self.document.filled
-        if not any(lead for lead, _ in segments):
-            self.document.write(layer, k, v, offset)
-            return
-        pos = 0
-        for lead, length in segments:
-            self.document.write(layer, k[:, :, pos + lead : pos + lead + length], v[:, :, pos + lead : pos + lead + length], offset)
-            pos += lead + length
-            offset += length
-
     def _blocks(self, layer, q, k, v, scale, step: BlocksStep):
         base = self.document.filled  # where this pass's first block lands in the document buffer
-        self._keep_blocks(layer, k, v, step.segments)
+        self.document.write(layer, k, v, base)
         out = torch.empty_like(q)
         pos = 0
-        lengths = [lead + length for lead, length in step.segments]
+        lengths = list(step.lengths)
         relays = list(step.relays) or [0] * len(lengths)
         if step.starts_with_block0:
             if self.comm.distributed:  # the other ranks are waiting for this layer's anchor
@@ -195,7 +180,7 @@ class AttentionState:
         if not lengths:
             return out
         anchor_k, anchor_v = anchor
-        kept = base + pos  # buffer offset of the current block (relay runs have no leads)
+        kept = base + pos  # buffer offset of the current block
         for length, count in _runs(lengths):
             span = slice(pos, pos + length * count)
             # local causal attention of each block to itself, the blocks batched along dim 0
@@ -209,9 +194,7 @@ class AttentionState:
             for j in range(count):
                 relay = relays.pop(0)
                 if relay:
-                    # a window reaches the previous block from the first ``relay`` tokens only
-                    reach = min(relay, length) if step.relay_window else length
-                    own = slice(j * length, j * length + reach)
+                    own = slice(j * length, (j + 1) * length)
                     offset = kept + j * length
                     if offset == 0:  # this rank's first block: the previous block is on the previous rank
                         if from_previous_rank is None:
@@ -220,7 +203,7 @@ class AttentionState:
                     else:
                         relayed = [x[:, :, offset - relay : offset] for x in self.document.read(layer, end=offset)]
                     merged[:, :, own] = self._relay(q[:, :, pos + own.start : pos + own.stop], merged[:, :, own],
-                                                    merged_lse[:, :, own], *relayed, scale, step.relay_window)
+                                                    merged_lse[:, :, own], *relayed, scale)
             out[:, :, span] = merged
             pos += length * count
             kept += length * count
@@ -231,7 +214,7 @@ class AttentionState:
         tokens to the next rank; returns the previous rank's ``relay_from_previous_rank`` (K, V)."""
         send = receive = None
         if step.relay_to_next_rank:
-            end = base + sum(length for _, length in step.segments)
+            end = base + sum(step.lengths)
             keys, values = self.document.read(layer, end=end)
             send = [keys[:, :, end - step.relay_to_next_rank :], values[:, :, end - step.relay_to_next_rank :]]
         if step.relay_from_previous_rank:
@@ -240,19 +223,10 @@ class AttentionState:
         self.comm.exchange_with_neighbours(send, receive)
         return receive
 
-    def _relay(self, q, out, lse, keys, values, scale: float, window: bool) -> torch.Tensor:
+    def _relay(self, q, out, lse, keys, values, scale: float) -> torch.Tensor:
         """``out`` (over anchor and block) merged with attention to the relayed ``keys``/``values``:
-        the previous block's last tokens as it computed them.
-
-        With ``window``, ``q`` is the block's first tokens (at most as many as the relayed ones)
-        and query j sees the relayed keys from j on: the mirror image of causal attention, so
-        reversing queries and keys turns it into a causal call."""
-        if not window:
-            relay_out, relay_lse = self._attend(q, keys, values, False, scale)
-        else:
-            # with fewer queries than keys (a short block) the reversed mask is bottom-right causal
-            relay_out, relay_lse = self._attend(q.flip(2), keys.flip(2), values.flip(2), True, scale)
-            relay_out, relay_lse = relay_out.flip(2), relay_lse.flip(2)
+        the previous block's last tokens as it computed them."""
+        relay_out, relay_lse = self._attend(q, keys, values, False, scale)
         return merge_partials(out, lse, relay_out, relay_lse)[0]
 
     def _dense_chunk(self, layer, q, k, v, scale):

@@ -198,14 +198,9 @@ class StarEngine:
         to_next = ranks[rank + 1].blocks[0].relay if handover and rank + 1 < len(ranks) and ranks[rank + 1].blocks else 0
         from_previous = plan.blocks[0].relay if handover and plan.blocks and plan.blocks[0].index > 0 else 0
         for group in passes:
-            if any(b.lead for b in group):
-                ids = torch.cat([doc_ids[b.start - b.lead : b.end] for b in group])
-                positions = torch.cat([self._positions(b.start - b.lead, b.end) for b in group])
-            else:
-                ids, positions = doc_ids[group[0].start : group[-1].end], self._positions(group[0].start, group[-1].end)
-            step = BlocksStep([(b.lead, b.length) for b in group], starts_with_block0=group[0].index == 0, anchor_size=anchor,
-                              relays=[b.relay for b in group], relay_window=partition.relay_window,
-                              relay_to_next_rank=to_next, relay_from_previous_rank=from_previous)
+            ids, positions = doc_ids[group[0].start : group[-1].end], self._positions(group[0].start, group[-1].end)
+            step = BlocksStep([b.length for b in group], starts_with_block0=group[0].index == 0, anchor_size=anchor,
+                              relays=[b.relay for b in group], relay_to_next_rank=to_next, relay_from_previous_rank=from_previous)
             self._forward(ids, positions, step, want_logits=False)
             self.state.document.filled += sum(b.length for b in group)
             done += len(group)
@@ -395,10 +390,10 @@ def _kv_heads_and_dim(config) -> tuple[int, int]:
 
 
 def _passes(blocks: list, pass_tokens: int) -> list[list]:
-    """Group consecutive blocks into passes of at most ``pass_tokens`` encoded tokens (≥ one block each)."""
+    """Group consecutive blocks into passes of at most ``pass_tokens`` tokens (≥ one block each)."""
     groups: list[list] = []
     for block in blocks:
-        if groups and sum(b.encoded for b in groups[-1]) + block.encoded <= pass_tokens:
+        if groups and sum(b.length for b in groups[-1]) + block.length <= pass_tokens:
             groups[-1].append(block)
         else:
             groups.append([block])

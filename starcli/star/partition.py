@@ -10,15 +10,9 @@ Everything here is plain integers: no tensors, no model, trivially testable.
 
 from __future__ import annotations
 
-import bisect
 from dataclasses import dataclass
 
 BLOCK_MULTIPLE = 128
-# How star cuts blocks by default (see docs/accuracy.md for the measurements behind the choice):
-# "tokens" cuts every block_size tokens, "natural" moves cuts to paragraph/line/sentence starts.
-CUTS = ("tokens", "natural")
-DEFAULT_CUTS = "tokens"
-DEFAULT_OVERLAP = 0  # tokens of the previous block re-encoded in front of each block
 # Tokens of the previous block whose cached KV each block also attends to. None: the whole previous
 # block when the blocks come from the default rule (the configuration that keeps star within 5% of
 # dense on the default model, docs/accuracy.md), none with explicit block sizes (chosen for speed).
@@ -33,33 +27,20 @@ class PartitionError(ValueError):
 class Block:
     """Tokens [start, end) of the document, whose KV is kept.
 
-    ``lead`` (star with overlap) is how many tokens before ``start`` are encoded again in front of
-    the block as left context and then dropped: the block's first tokens then see the end of the
-    previous block instead of nothing but the anchor.
-
     ``relay`` (star with relay) is how many tokens before ``start`` the block attends to through
     their cached KV, as the previous block computed it in the same layer: nothing is encoded twice,
     and since that KV already saw the block before it, what a block sees reaches back one block per
-    layer. It makes block i wait, layer by layer, for block i-1. With a relay *window*
-    (``Partition.relay_window``) token j of the block sees only the relayed tokens at most
-    ``relay`` positions before it, so every token has the same reach back (a sliding window) and
-    the relay costs half as much.
+    layer. It makes block i wait, layer by layer, for block i-1.
     """
 
     index: int
     start: int
     end: int
-    lead: int = 0
     relay: int = 0
 
     @property
     def length(self) -> int:
         return self.end - self.start
-
-    @property
-    def encoded(self) -> int:
-        """Tokens pushed through the model for this block (lead + kept)."""
-        return self.lead + self.length
 
 
 @dataclass(frozen=True)
@@ -89,9 +70,7 @@ class Partition:
     world_size: int
     attention: str
     ranks: tuple[RankPlan, ...]
-    overlap: int = 0
     relay: int = 0
-    relay_window: bool = False
 
     @property
     def blocks(self) -> tuple[Block, ...]:
@@ -136,72 +115,32 @@ def _front_loaded(count: int, parts: int) -> list[tuple[int, int]]:
     return ranges
 
 
-def snap_cuts(num_tokens: int, block_size: int, boundaries=None, slack: float = 0.125) -> list[int]:
-    """Block start positions: multiples of ``block_size``, each moved to a position in
-    ``boundaries`` within ``slack·block_size`` so that blocks end where the text does.
-
-    ``boundaries`` is a list of token positions, or a list of such lists from the strongest kind of
-    boundary to the weakest (paragraphs, lines, sentences): a cut takes the nearest boundary of the
-    strongest kind in reach, and stays where it is if none is. The first cut only moves later:
-    block 0 holds the anchor, which should keep its full size.
-    """
-    cuts = list(range(0, num_tokens, block_size))
-    if not boundaries or len(cuts) < 2:
-        return cuts
-    tiers = boundaries if isinstance(boundaries[0], (list, tuple)) else [boundaries]
-    tiers = [sorted(set(int(b) for b in tier if 0 < b < num_tokens)) for tier in tiers]
-    reach = int(block_size * slack)
-    snapped = [0]
-    for n, cut in enumerate(cuts[1:]):
-        best = cut
-        for ordered in tiers:
-            i = bisect.bisect_left(ordered, cut)
-            near = [ordered[j] for j in ((i,) if n == 0 else (i - 1, i))
-                    if 0 <= j < len(ordered) and abs(ordered[j] - cut) <= reach]
-            if near:
-                best = min(near, key=lambda b: (abs(b - cut), b))
-                break
-        if best > snapped[-1]:
-            snapped.append(best)
-    return snapped
-
-
 def plan_star(
     num_tokens: int, world_size: int = 1, block_size: int | None = None, anchor_size: int | None = None,
-    overlap: int = DEFAULT_OVERLAP, boundaries=None, relay: int | None = DEFAULT_RELAY, relay_window: bool = False,
+    relay: int | None = DEFAULT_RELAY,
 ) -> Partition:
     """Blocks of ``block_size`` (last one partial, never dropped), anchor ≤ block, contiguous ranks.
 
-    ``boundaries``: token positions where a cut is preferred (see ``snap_cuts``). ``overlap``: each
-    block after the anchor re-encodes up to this many tokens before it as left context (never
-    tokens the anchor already holds, which the block sees anyway). ``relay``: each block after the
-    anchor also attends to the cached KV of up to this many tokens at the end of the previous
-    block (again never anchor tokens; ``None``: see ``DEFAULT_RELAY``); ``relay_window``: as a
-    sliding window (see ``Block``).
-    Overlap and relay are alternatives, not combined.
+    ``relay``: each block after the anchor also attends to the cached KV of up to this many tokens
+    at the end of the previous block (never anchor tokens; ``None``: see ``DEFAULT_RELAY``).
     A document shorter than one block is one block: star attention is then exactly dense attention.
     """
     _check_sizes(num_tokens, world_size, block_size, anchor_size)
-    if overlap < 0:
-        raise PartitionError(f"--overlap must not be negative, got {overlap}")
     if relay is None:
-        relay = default_block_size(num_tokens) if block_size is None and not overlap else 0
+        relay = default_block_size(num_tokens) if block_size is None else 0
     if relay < 0:
         raise PartitionError(f"--relay must not be negative, got {relay}")
-    if relay and overlap:
-        raise PartitionError("--overlap and --relay are alternatives: give one of them")
     block_size = block_size or default_block_size(num_tokens)
     anchor_size = anchor_size or block_size
     if anchor_size > block_size:
         raise PartitionError(f"--anchor-size ({anchor_size}) must not exceed --block-size ({block_size})")
-    starts = snap_cuts(num_tokens, block_size, boundaries)
+    starts = list(range(0, num_tokens, block_size))
     ends = starts[1:] + [num_tokens]
     # the anchor is the first tokens of block 0, so it cannot be longer than block 0 itself
     anchor_size = min(anchor_size, ends[0])
     blocks = [
         Block(
             i, s, e,
-            lead=min(overlap, max(0, s - anchor_size)) if i else 0,
             # within the previous block only, so that block i depends on block i-1 alone
             relay=max(0, s - max(anchor_size, starts[i - 1], s - relay)) if i else 0,
         )
@@ -212,8 +151,7 @@ def plan_star(
         mine = tuple(blocks[lo:hi])
         holds_block0 = bool(mine) and mine[0].index == 0
         ranks.append(RankPlan(rank, mine, needs_anchor=bool(mine) and not holds_block0))
-    return Partition(num_tokens, block_size, anchor_size, world_size, "star", tuple(ranks), overlap, relay,
-                     relay_window=bool(relay) and relay_window)
+    return Partition(num_tokens, block_size, anchor_size, world_size, "star", tuple(ranks), relay)
 
 
 def plan_dense(num_tokens: int, chunk_size: int | None = None) -> Partition:
@@ -243,10 +181,10 @@ def plan_ring(num_tokens: int, world_size: int) -> Partition:
 
 def plan_partition(
     attention: str, num_tokens: int, world_size: int = 1, block_size: int | None = None, anchor_size: int | None = None,
-    overlap: int = DEFAULT_OVERLAP, boundaries=None, relay: int | None = DEFAULT_RELAY, relay_window: bool = False,
+    relay: int | None = DEFAULT_RELAY,
 ) -> Partition:
     if attention == "star":
-        return plan_star(num_tokens, world_size, block_size, anchor_size, overlap, boundaries, relay, relay_window)
+        return plan_star(num_tokens, world_size, block_size, anchor_size, relay)
     if attention == "ring":
         return plan_ring(num_tokens, world_size)
     if attention == "dense":
