@@ -15,7 +15,7 @@ def tiny_model_dir(tmp_path_factory):
     import torch
     from transformers import AutoModelForCausalLM
 
-    from starcli.random_model import byte_tokenizer
+    from starcli.tools.random_model import byte_tokenizer
 
     from .tiny import tiny_config
 
@@ -58,6 +58,6 @@ def float32_on_every_cpu(request, monkeypatch):
     """``--dtype auto`` resolves to float32 in tests on every CPU: tiny-model tests compare against
     float32 references (the auto choice has its own tests). Real-model tests keep the machine's."""
     if request.node.get_closest_marker("real_model") is None:
-        from starcli import models
+        from starcli.model import resolve as models
 
         monkeypatch.setattr(models, "cpu_has_fast_bf16", lambda: False)

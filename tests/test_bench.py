@@ -9,8 +9,9 @@ import typer
 from transformers import AutoModelForCausalLM
 from typer.testing import CliRunner
 
-from starcli import bench, models
-from starcli.bench import SHAPES, BenchError, ModelDims, parse_lengths, phase1_flops, score_entries
+from starcli.model import resolve as models
+from starcli.tools import bench
+from starcli.tools.bench import SHAPES, BenchError, ModelDims, parse_lengths, phase1_flops, score_entries
 from starcli.star.partition import plan_dense, plan_ring, plan_star
 
 CELL_KEYS = {"mode", "length", "block", "anchor", "relay", "ranks", "status", "ttft_s", "phase1_s", "phase1_tok_s",
@@ -227,7 +228,7 @@ def test_bad_options_exit_2_with_one_line(args, words):
 
 def test_two_ranks_through_the_relaunch(tmp_path, monkeypatch, capfd):
     # called in-process so the relaunch reuses this interpreter's imports; the ranks are real
-    # torch.distributed.run processes running ``-m starcli.bench``
+    # torch.distributed.run processes running ``-m starcli.tools.bench``
     out = tmp_path / "two.json"
     monkeypatch.delenv("WORLD_SIZE", raising=False)
     monkeypatch.setenv("OMP_NUM_THREADS", "1")

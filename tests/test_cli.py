@@ -12,7 +12,7 @@ import time
 import pytest
 from typer.testing import CliRunner
 
-from starcli.cli import app
+from starcli.cli.main import app
 
 runner = CliRunner()
 
@@ -156,7 +156,7 @@ def test_summarize_runs(tiny_model_dir, doc):
 
 def _cli(*args, **kwargs):
     env = {**os.environ, "NO_COLOR": "1", "PYTHONUNBUFFERED": "1"}
-    return subprocess.Popen([sys.executable, "-m", "starcli.cli", *map(str, args)], env=env, **kwargs)
+    return subprocess.Popen([sys.executable, "-m", "starcli", *map(str, args)], env=env, **kwargs)
 
 
 def test_subprocess_plain_output_and_closed_pipe(tiny_model_dir, doc):
@@ -166,7 +166,7 @@ def test_subprocess_plain_output_and_closed_pipe(tiny_model_dir, doc):
     assert b"\x1b[" not in err  # not a terminal: no colour, no animation
     # `| head -c 1`: the reader closes early; starcli ends quietly
     shell = subprocess.run(
-        f"{sys.executable} -m starcli.cli ask {doc} q? --model {tiny_model_dir} --device cpu --max-new-tokens 200 | head -c 1",
+        f"{sys.executable} -m starcli ask {doc} q? --model {tiny_model_dir} --device cpu --max-new-tokens 200 | head -c 1",
         shell=True, capture_output=True, timeout=120, env={**os.environ, "NO_COLOR": "1"},
     )
     assert b"Traceback" not in shell.stderr and b"BrokenPipe" not in shell.stderr

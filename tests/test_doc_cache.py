@@ -10,7 +10,7 @@ from pathlib import Path
 
 from typer.testing import CliRunner
 
-from starcli.cli import app
+from starcli.cli.main import app
 
 runner = CliRunner()
 
@@ -80,7 +80,7 @@ def test_two_ranks_keep_one_shard_each(tiny_model_dir, tmp_path):
     env = {**os.environ, "NO_COLOR": "1", "OMP_NUM_THREADS": "1"}
 
     def run():
-        out = subprocess.run([sys.executable, "-m", "starcli.cli", "ask", str(doc), "code?", "--model", str(tiny_model_dir),
+        out = subprocess.run([sys.executable, "-m", "starcli", "ask", str(doc), "code?", "--model", str(tiny_model_dir),
                               "--device", "cpu", "--max-new-tokens", "6", "--json", "--block-size", "128", "--procs", "2", "--cache"],
                              capture_output=True, text=True, timeout=240, env=env)
         assert out.returncode == 0, out.stderr

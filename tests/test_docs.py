@@ -2,14 +2,14 @@
 
 from pathlib import Path
 
-from starcli.usage_doc import render_usage
+from starcli.tools.usage_doc import render_usage
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_usage_doc_is_current():
     current = (ROOT / "docs" / "usage.md").read_text()
-    assert current == render_usage(), "regenerate: python -m starcli.usage_doc > docs/usage.md"
+    assert current == render_usage(), "regenerate: python -m starcli.tools.usage_doc > docs/usage.md"
 
 
 def test_readme_quick_start_commands_exist_in_makefile():

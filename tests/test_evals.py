@@ -14,12 +14,12 @@ from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import PreTrainedTokenizerFast
 from typer.testing import CliRunner
 
-from starcli.evals import words
-from starcli.evals.cli import eval_command
-from starcli.evals.data import EvalDataError, read_jsonl, score, write_jsonl
-from starcli.evals.runner import format_table, make_configs, run_eval
-from starcli.evals.tasks import TASKS, Sample, TaskError, count_tokens, family_of, generate
-from starcli.prompt import build_prompt
+from starcli.tools.evals import words
+from starcli.tools.evals.cli import eval_command
+from starcli.tools.evals.data import EvalDataError, read_jsonl, score, write_jsonl
+from starcli.tools.evals.runner import format_table, make_configs, run_eval
+from starcli.tools.evals.tasks import TASKS, Sample, TaskError, count_tokens, family_of, generate
+from starcli.ingest.prompt import build_prompt
 
 from .tiny import VOCAB, tiny_pair
 
@@ -300,7 +300,7 @@ def test_run_eval_through_a_chat_template():
     """The prompt path of real chat models: template around the document, end of turn stops."""
     from transformers import AutoModelForCausalLM
 
-    from starcli.random_model import byte_tokenizer
+    from starcli.tools.random_model import byte_tokenizer
 
     from .tiny import tiny_config
 
@@ -320,7 +320,7 @@ def test_run_eval_through_a_chat_template():
 
 
 def test_aggregate_means_and_ratio():
-    from starcli.evals.runner import aggregate
+    from starcli.tools.evals.runner import aggregate
 
     def rec(task, config, value):
         return {"task": task, "length": 2048, "config": config, "score": value}
@@ -358,7 +358,7 @@ def _app() -> typer.Typer:
 @pytest.fixture
 def fake_models(monkeypatch, tiny_star, byte_tokenizer):
     """The model loader replaced by the tiny model: the command's own logic is what is tested."""
-    from starcli import models
+    from starcli.model import resolve as models
 
     monkeypatch.setattr(models, "resolve_model", lambda spec=None, **kw: models.ModelSpec("tiny", "directory", "/nowhere"))
     monkeypatch.setattr(models, "load_model", lambda spec, **kw: (tiny_star, byte_tokenizer))
@@ -442,7 +442,7 @@ def test_default_model_solves_niah_single_with_dense_and_star(real_model_cache, 
     default configuration (relay = block) and as plain star (512-token blocks, no relay)."""
     monkeypatch.setenv("STARCLI_CACHE", real_model_cache)  # convert once per session, not per test
     try:
-        from starcli.models import ModelError, load_model, pick_dtype, resolve_model
+        from starcli.model.resolve import ModelError, load_model, pick_dtype, resolve_model
     except ImportError as exc:
         pytest.skip(f"the model loader is not available: {exc}")
     from starcli.star import attention

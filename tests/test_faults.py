@@ -230,7 +230,7 @@ def test_bad_input_gives_one_clear_line(case, tmp_path, tiny_model_dir):
     env = {**os.environ, "HOME": str(home), "STARCLI_CACHE": str(cache), "NO_COLOR": "1", "HF_HUB_OFFLINE": "1",
            "HF_HOME": str(home / "hf"), "XDG_CACHE_HOME": str(home / ".cache"), **EARLY_ENV.get(case, {})}
     started = time.monotonic()
-    result = subprocess.run([sys.executable, "-m", "starcli.cli", *args, "--device", "cpu", "--max-new-tokens", "4"],
+    result = subprocess.run([sys.executable, "-m", "starcli", *args, "--device", "cpu", "--max-new-tokens", "4"],
                             capture_output=True, text=True, timeout=BOUND_S, env=env, cwd=work, stdin=subprocess.DEVNULL)
     assert time.monotonic() - started < BOUND_S
     code, words = CASES[case]
@@ -269,7 +269,7 @@ def test_odd_files_in_a_directory_are_skipped_and_reported(case, tmp_path, tiny_
         (repo / "blob.bin").write_bytes(b"\x00\x01" * 100)
     before = _tree(tmp_path, tmp_path / "cache")
     env = {**os.environ, "STARCLI_CACHE": str(tmp_path / "cache"), "NO_COLOR": "1", "HF_HUB_OFFLINE": "1"}
-    result = subprocess.run([sys.executable, "-m", "starcli.cli", "ask", str(repo), "q?", "--model", str(tiny_model_dir),
+    result = subprocess.run([sys.executable, "-m", "starcli", "ask", str(repo), "q?", "--model", str(tiny_model_dir),
                              "--device", "cpu", "--max-new-tokens", "2", "--json"],
                             capture_output=True, text=True, timeout=BOUND_S, env=env, stdin=subprocess.DEVNULL)
     assert result.returncode == 0, result.stderr
@@ -283,7 +283,7 @@ def test_odd_files_in_a_directory_are_skipped_and_reported(case, tmp_path, tiny_
 
 def _cli(args: list, tmp_path: Path, cwd: Path | None = None, env: dict | None = None) -> subprocess.CompletedProcess:
     env = {**os.environ, "STARCLI_CACHE": str(tmp_path / "cache"), "NO_COLOR": "1", "HF_HUB_OFFLINE": "1", **(env or {})}
-    return subprocess.run([sys.executable, "-m", "starcli.cli", *map(str, args)], capture_output=True, text=True,
+    return subprocess.run([sys.executable, "-m", "starcli", *map(str, args)], capture_output=True, text=True,
                           timeout=BOUND_S, env=env, cwd=cwd, stdin=subprocess.DEVNULL)
 
 
@@ -373,7 +373,7 @@ def cache_folders_are_private(tmp_path: Path, model: Path) -> None:
     doc = tmp_path / "doc.txt"
     doc.write_text("alpha beta " * 30)
     _ask(doc, tmp_path, model, "--cache")
-    probe = "from starcli import models; print(models._models_dir())"
+    probe = "from starcli.model import resolve as models; print(models._models_dir())"
     env = {**os.environ, "STARCLI_CACHE": str(tmp_path / "cache")}
     subprocess.run([sys.executable, "-c", probe], check=True, env=env, capture_output=True)
     for name in ("", "documents", "models"):
@@ -407,7 +407,7 @@ NO_TORCH = {"--version": ["--version"], "--help": ["--help"], "ask --help": ["as
 
 @pytest.mark.parametrize("case", list(NO_TORCH))
 def test_cheap_answers_import_no_torch(case):
-    result = subprocess.run([sys.executable, "-X", "importtime", "-m", "starcli.cli", *NO_TORCH[case]],
+    result = subprocess.run([sys.executable, "-X", "importtime", "-m", "starcli", *NO_TORCH[case]],
                             capture_output=True, text=True, timeout=BOUND_S)
     assert result.returncode == 0 and result.stdout, result.stderr
     imported = {line.rsplit("|", 1)[-1].strip() for line in result.stderr.splitlines() if line.startswith("import time:")}
@@ -440,7 +440,7 @@ def test_ctrl_c_at_startup_is_one_line(case, tmp_path, tiny_model_dir):
     (tmp_path / "doc.txt").write_text("hello " * 50)
     extra, moment = INTERRUPTED[case]
     env = {**os.environ, "STARCLI_CACHE": str(tmp_path / "cache"), "NO_COLOR": "1", "HF_HUB_OFFLINE": "1"}
-    proc = subprocess.Popen([sys.executable, "-m", "starcli.cli", "ask", str(tmp_path / "doc.txt"), "q?", "--model",
+    proc = subprocess.Popen([sys.executable, "-m", "starcli", "ask", str(tmp_path / "doc.txt"), "q?", "--model",
                              str(tiny_model_dir), "--device", "cpu", "--max-new-tokens", "2", *extra],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
     deadline = time.monotonic() + BOUND_S
@@ -459,14 +459,14 @@ def test_ctrl_c_at_startup_is_one_line(case, tmp_path, tiny_model_dir):
 
 
 def test_a_rank_ends_without_teardown_once_its_work_is_reported(tmp_path, tiny_model_dir):
-    from starcli.pipeline import Job, RunSettings
+    from starcli.run.session import Job, RunSettings
 
     job = Job(RunSettings(device="cpu", max_new_tokens=2, block_size=128), str(tiny_model_dir), [65] * 300, [[66, 67]], ["q?"])
     (tmp_path / "job.json").write_text(json.dumps(job.to_json()))
     # stands for library teardown that aborts at exit (gloo's threads did, now and then, under load)
     probe = ("import atexit, os, sys; atexit.register(os.abort); "
              f"sys.argv = ['worker', '--job', {str(tmp_path / 'job.json')!r}, '--device', 'cpu']; "
-             "import runpy; runpy.run_module('starcli.worker', run_name='__main__')")
+             "import runpy; runpy.run_module('starcli.run.worker', run_name='__main__')")
     env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE")}
     result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=BOUND_S,
                             env={**env, "NO_COLOR": "1", "HF_HUB_OFFLINE": "1"})

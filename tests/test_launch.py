@@ -18,7 +18,7 @@ def run_cli(*args, timeout=240):
     # float32 like every tiny-model test (conftest pins it in-process): in bfloat16 the ranks' merged
     # partials round differently from one process's attention, and greedy tokens may differ
     env = {**os.environ, "NO_COLOR": "1", "OMP_NUM_THREADS": "1", "STARCLI_DTYPE": "float32"}
-    return subprocess.run([sys.executable, "-m", "starcli.cli", *map(str, args)], capture_output=True, text=True, timeout=timeout, env=env)
+    return subprocess.run([sys.executable, "-m", "starcli", *map(str, args)], capture_output=True, text=True, timeout=timeout, env=env)
 
 
 @pytest.fixture
@@ -56,7 +56,7 @@ def test_two_nodes_on_localhost(tiny_model_dir, doc):
     env = {**os.environ, "NO_COLOR": "1", "OMP_NUM_THREADS": "1", "STARCLI_DTYPE": "float32"}
     nodes = [
         subprocess.Popen(
-            [sys.executable, "-m", "starcli.cli", "ask", str(doc), "code?", *map(str, common(tiny_model_dir)),
+            [sys.executable, "-m", "starcli", "ask", str(doc), "code?", *map(str, common(tiny_model_dir)),
              "--procs", "1", "--nnodes", "2", "--node-rank", str(rank), "--rdzv-endpoint", endpoint],
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
         )
@@ -105,7 +105,7 @@ def _rank_of(pid: int) -> int | None:
     except OSError:
         return None
     cmdline = open(f"/proc/{pid}/cmdline", "rb").read()
-    return int(env[b"RANK"]) if b"starcli.worker" in cmdline and b"RANK" in env else None
+    return int(env[b"RANK"]) if b"starcli.run.worker" in cmdline and b"RANK" in env else None
 
 
 def test_a_killed_rank_ends_the_run_with_a_message_and_no_orphans(tiny_model_dir, tmp_path):
@@ -115,7 +115,7 @@ def test_a_killed_rank_ends_the_run_with_a_message_and_no_orphans(tiny_model_dir
     # partials round differently from one process's attention, and greedy tokens may differ
     env = {**os.environ, "NO_COLOR": "1", "OMP_NUM_THREADS": "1", "STARCLI_DTYPE": "float32"}
     proc = subprocess.Popen(
-        [sys.executable, "-m", "starcli.cli", "ask", str(doc), "q?", "--model", str(tiny_model_dir), "--device", "cpu",
+        [sys.executable, "-m", "starcli", "ask", str(doc), "q?", "--model", str(tiny_model_dir), "--device", "cpu",
          "--procs", "2", "--max-new-tokens", "1400", "--kernel", "math", "--timeout", "20"],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env,
     )
@@ -139,7 +139,7 @@ def test_ctrl_c_stops_every_rank(tiny_model_dir, tmp_path):
     # partials round differently from one process's attention, and greedy tokens may differ
     env = {**os.environ, "NO_COLOR": "1", "OMP_NUM_THREADS": "1", "STARCLI_DTYPE": "float32"}
     proc = subprocess.Popen(
-        [sys.executable, "-m", "starcli.cli", "ask", str(doc), "q?", "--model", str(tiny_model_dir), "--device", "cpu",
+        [sys.executable, "-m", "starcli", "ask", str(doc), "q?", "--model", str(tiny_model_dir), "--device", "cpu",
          "--procs", "2", "--max-new-tokens", "1400", "--kernel", "math"],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env,
     )
@@ -155,7 +155,7 @@ def test_ctrl_c_stops_every_rank(tiny_model_dir, tmp_path):
 def test_the_rank_killed_first_is_named_not_the_ranks_torchrun_ended_after_it():
     from types import SimpleNamespace
 
-    from starcli.launch import _describe_failure
+    from starcli.run.launch import _describe_failure
 
     # torchrun lists the ranks it ended with SIGTERM alongside the one that died first
     log = ("[0]:\n  rank      : 0 (local_rank: 0)\n  exitcode  : -15 (pid: 11)\n"

@@ -15,10 +15,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from typer.testing import CliRunner
 
-from starcli.cli import app
-from starcli.longdoc import LongInputError, Pass, _Partial, answer_long, complete_sentences, render_partials, summarize_long
-from starcli.rope import RopeScaling, RopeScalingError, apply_rope_scaling, parse_rope_scaling, unsupported_reason
-from starcli.sectioning import (
+from starcli.cli.main import app
+from starcli.app.longdoc import LongInputError, Pass, _Partial, answer_long, complete_sentences, render_partials, summarize_long
+from starcli.model.rope import RopeScaling, RopeScalingError, apply_rope_scaling, parse_rope_scaling, unsupported_reason
+from starcli.app.sectioning import (
     FILE, HEADING, LINE, PAGE, PARAGRAPH, Boundary, pack, plan_sections, section_texts, text_boundaries, token_boundaries,
 )
 
@@ -100,8 +100,8 @@ def test_a_line_longer_than_a_section_is_cut_at_token_level_and_nothing_is_dropp
 
 
 def test_a_token_cut_inside_a_multibyte_character_keeps_every_character_once():
-    from starcli.passes import token_starts
-    from starcli.random_model import byte_tokenizer
+    from starcli.app.passes import token_starts
+    from starcli.tools.random_model import byte_tokenizer
 
     text = "é" * 300 + "\n"  # two byte tokens per character
     starts = token_starts(byte_tokenizer(), text)
@@ -339,7 +339,7 @@ def test_real_model_summarizes_a_text_longer_than_the_window(tmp_path, real_mode
     (tmp_path / "story.md").write_text(text)
     env = {**os.environ, "STARCLI_CACHE": real_model_cache, "NO_COLOR": "1", "HF_HUB_OFFLINE": "1"}
     result = subprocess.run(
-        [sys.executable, "-m", "starcli.cli", "summarize", str(tmp_path / "story.md"), "--device", "cpu",
+        [sys.executable, "-m", "starcli", "summarize", str(tmp_path / "story.md"), "--device", "cpu",
          "--window", "700", "--max-new-tokens", "40", "--json"],
         capture_output=True, text=True, timeout=900, env=env,
     )
@@ -356,7 +356,7 @@ def test_real_model_summarizes_a_text_longer_than_the_window(tmp_path, real_mode
 def test_input_over_the_window_stretches_the_rope_where_the_model_allows(tiny_model_dir, tmp_path, monkeypatch):
     """The default model stretches by the smallest factor that fits (here the tiny model stands in
     for it, with a limit of 4); --rope-scaling none refuses as before; a model with no known limit refuses."""
-    from starcli import app as app_module
+    from starcli.app import ask as app_module
 
     big = tmp_path / "big.txt"
     big.write_text("word " * 600)  # 3000 byte tokens + question + 12 answer tokens: over 2048 positions

@@ -16,8 +16,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from starcli import cache_dir, models
-from starcli.models import DEFAULT_MODEL_NAME, ModelError, ModelSpec
+from starcli.cache import dirs as cache_dir
+from starcli.model import resolve as models
+from starcli.model.resolve import DEFAULT_MODEL_NAME, ModelError, ModelSpec
 
 # --------------------------------------------------------------------------------------------
 # fixtures and builders
@@ -274,7 +275,7 @@ def test_atomic_dir_race_between_processes(tmp_path):
         f"""
         import os, sys, time
         from pathlib import Path
-        from starcli.cache_dir import atomic_dir
+        from starcli.cache.dirs import atomic_dir
         tag = sys.argv[1]
         with atomic_dir(Path({str(final)!r})) as tmp:
             for i in range(50):

@@ -30,7 +30,7 @@ def repo(tmp_path):
 def ask(repo, cache, *extra):
     env = {**os.environ, "STARCLI_CACHE": cache, "NO_COLOR": "1", "HF_HUB_OFFLINE": "1"}
     return subprocess.run(
-        [sys.executable, "-m", "starcli.cli", "ask", str(repo), "What is the secret launch code? Reply with the code only.",
+        [sys.executable, "-m", "starcli", "ask", str(repo), "What is the secret launch code? Reply with the code only.",
          "--device", "cpu", "--max-new-tokens", "16", "--block-size", "256", "--json", *extra],
         capture_output=True, text=True, timeout=900, env=env,
     )

@@ -16,9 +16,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from pypdf import PdfReader, PdfWriter
 
-from starcli.sources import Document, IngestOptions, Part, Skip, SourceError, load_sources
-from starcli.sources.decoding import NotText, decode, decode_text
-from starcli.sources.gitignore import is_ignored, parse_gitignore
+from starcli.ingest import Document, IngestOptions, Part, Skip, SourceError, load_sources
+from starcli.ingest.decoding import NotText, decode, decode_text
+from starcli.ingest.gitignore import is_ignored, parse_gitignore
 
 HAVE_GIT = shutil.which("git") is not None
 IS_ROOT = hasattr(os, "geteuid") and os.geteuid() == 0

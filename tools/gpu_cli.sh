@@ -8,7 +8,7 @@ mkdir -p "$OUT"
 export PYTHONPATH=$PWD PYTHONUNBUFFERED=1
 if [ -z "${MODEL:-}" ]; then
   MODEL=/tmp/random-qwen05b
-  [ -d $MODEL ] || python3 -m starcli.random_model --shape qwen2.5-0.5b --out $MODEL --max-positions 65536 --device cuda
+  [ -d $MODEL ] || python3 -m starcli.tools.random_model --shape qwen2.5-0.5b --out $MODEL --max-positions 65536 --device cuda
 fi
 if [ -z "${DOC:-}" ]; then
   DOC=/tmp/doc.txt
@@ -16,7 +16,7 @@ if [ -z "${DOC:-}" ]; then
 fi
 run() {  # name, then extra options
   local name=$1; shift
-  python3 -m starcli.cli ask "$DOC" "${QUESTIONS[@]}" --model "$MODEL" --device cuda --json "$@" > "$OUT/cli-$name.json" 2> "$OUT/cli-$name.err"
+  python3 -m starcli.cli.main ask "$DOC" "${QUESTIONS[@]}" --model "$MODEL" --device cuda --json "$@" > "$OUT/cli-$name.json" 2> "$OUT/cli-$name.err"
   python3 - "$OUT/cli-$name.json" "$name" <<'PY'
 import json, sys
 r = json.load(open(sys.argv[1]))

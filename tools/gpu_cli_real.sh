@@ -21,7 +21,7 @@ ROOT=$PWD
 ask() {  # name, the tree to run (a folder holding starcli/), extra options
   local name=$1 path=$2; shift 2
   # run from that tree's folder: python -m puts the working directory before PYTHONPATH
-  (cd "$path" && PYTHONPATH=$path:/tmp/site python3 -m starcli.cli ask "${DOCS[@]/#/$ROOT/}" "${QUESTIONS[@]}" \
+  (cd "$path" && PYTHONPATH=$path:/tmp/site python3 -m starcli.cli.main ask "${DOCS[@]/#/$ROOT/}" "${QUESTIONS[@]}" \
     --model "$GGUF" --device cuda --json "$@" > "$OUT/real-$name.json" 2> "$OUT/real-$name.err")
   python3 - "$OUT/real-$name.json" "$name" <<'PY'
 import json, sys

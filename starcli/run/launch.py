@@ -22,7 +22,7 @@ import time
 from dataclasses import dataclass
 from typing import Callable
 
-from .pipeline import Batch, Job
+from .session import Batch, Job
 
 # How long the CLI waits for ranks to finish after one of them reported an error.
 _SHUTDOWN_GRACE_S = 10.0
@@ -61,7 +61,7 @@ def torchrun_command(options: LaunchOptions, job_path: str, events: str) -> list
     else:
         # one node: rendezvous only on loopback, on a port nobody else chose
         cmd += ["--nnodes", "1", "--master-addr", "127.0.0.1", "--master-port", str(free_port())]
-    cmd += ["-m", "starcli.worker", "--job", job_path, "--device", options.device,
+    cmd += ["-m", "starcli.run.worker", "--job", job_path, "--device", options.device,
             "--timeout", str(options.timeout_s), "--events", events]
     return cmd
 

@@ -1,4 +1,4 @@
-"""One rank of a multi-process run: ``python -m starcli.worker --job JOB.json``.
+"""One rank of a multi-process run: ``python -m starcli.run.worker --job JOB.json``.
 
 Started by the CLI through torchrun, or directly by a cluster launcher that sets torchrun's
 variables (RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR, MASTER_PORT) itself. With ``--events`` the
@@ -14,8 +14,8 @@ import socket
 import sys
 import traceback
 
-from .pipeline import Batch, job_from_json, run_batch, run_job
-from .star.comm import init_comm
+from .session import Batch, job_from_json, run_batch, run_job
+from ..star.comm import init_comm
 
 
 class _EventSink:
@@ -46,7 +46,7 @@ def main(argv: list[str] | None = None) -> int:
         if sink is not None:
             emit = sink
         else:
-            from .report import Renderer
+            from ..cli.render import Renderer
 
             emit = Renderer()
         (run_batch if isinstance(job, Batch) else run_job)(job, comm, emit)

@@ -342,7 +342,7 @@ def count_tokens(tokenizer, text: str) -> int:
 
 def _prompt_overhead(tokenizer, question: str) -> int:
     """Tokens the prompt adds around the context: template, separator and question."""
-    from ..prompt import build_prompt
+    from ...ingest.prompt import build_prompt
 
     parts = build_prompt(tokenizer, "", question)
     return len(parts.document_ids) + len(parts.question_ids)

@@ -70,7 +70,7 @@ def parse_lengths(text: str) -> list[int]:
 def parse_configs(attention: str, block_sizes: str | None, anchor_size: int | None, relays: str | None = None) -> list[tuple]:
     """One config per dense/ring mode and one per star (block size × relay); block ``auto`` is the
     N/4 rule."""
-    from ..star.partition import DEFAULT_RELAY
+    from ...star.partition import DEFAULT_RELAY
 
     relay_list = [DEFAULT_RELAY] if relays is None else [parse_count(item, "--relays") for item in _items(relays, "--relays")]
     blocks: list[int | None] = [None]
@@ -147,9 +147,9 @@ def eval_command(
     out: Annotated[Optional[Path], typer.Option(help="Also write the JSON results to this file.")] = None,
 ) -> None:
     """Measure accuracy on synthetic long-context tasks, dense against star attention."""
-    from ..pipeline import resolve_device
-    from ..star.kernels import KernelError, resolve_kernel
-    from ..rope import parse_rope_scaling
+    from ...run.session import resolve_device
+    from ...star.kernels import KernelError, resolve_kernel
+    from ...model.rope import parse_rope_scaling
     from .runner import format_table, make_configs, run_eval
 
     try:
@@ -178,8 +178,8 @@ def eval_command(
         if not suite:
             raise _fail(f"{data}: no samples match --tasks/--lengths", 2)
 
-    from ..models import ModelError, load_model, pick_dtype, resolve_model
-    from ..star import attention as star_attention
+    from ...model.resolve import ModelError, load_model, pick_dtype, resolve_model
+    from ...star import attention as star_attention
 
     star_attention.register()
     try:

@@ -33,13 +33,13 @@ from typer._click.core import Parameter, ParameterSource  # noqa: E402
 from typer._click.exceptions import BadParameter, UsageError  # noqa: E402
 from typer.core import TyperGroup  # noqa: E402
 
-from . import __version__  # noqa: E402
+from .. import __version__  # noqa: E402
 
 # Commands that live in modules of their own and load torch when imported: registered by name,
 # loaded only when run (or documented), so listing them in --help loads nothing.
 _LAZY_COMMANDS = {
-    "bench": (".bench", "bench_command", "Speed benchmark of the engine on random-weight model shapes."),
-    "eval": (".evals.cli", "eval_command", "Accuracy suite: synthetic long-context tasks under each attention mode."),
+    "bench": ("..tools.bench", "bench_command", "Speed benchmark of the engine on random-weight model shapes."),
+    "eval": ("..tools.evals.cli", "eval_command", "Accuracy suite: synthetic long-context tasks under each attention mode."),
 }
 
 
@@ -132,10 +132,10 @@ def _fail(message: str, code: int) -> None:
 def _run(debug: bool, body) -> None:
     """Run a command body, turning known failures into one line and an exit code."""
     try:
-        from .app import UserError
-        from .models import ModelError
-        from .sources import SourceError
-        from .star.engine import EngineError
+        from ..app.ask import UserError
+        from ..model.resolve import ModelError
+        from ..ingest import SourceError
+        from ..star.engine import EngineError
 
         if not debug:
             # library warnings are not for users of a command line tool; --debug shows them
@@ -181,7 +181,7 @@ def _debug_trace(debug: bool) -> None:
 
 
 def _settings(model, attention, block_size, anchor_size, relay, max_new_tokens, temperature, top_p, top_k, seed, stop, device, dtype, kernel, trust_remote_code, allow_pickle, cache=False, rope_scaling=None, eager=False) -> RunSettings:
-    from .pipeline import RunSettings
+    from ..run.session import RunSettings
 
     return RunSettings(
         model=model, device=device, dtype=dtype, attention=attention, block_size=block_size, anchor_size=anchor_size, relay=relay,
@@ -192,7 +192,7 @@ def _settings(model, attention, block_size, anchor_size, relay, max_new_tokens, 
 
 
 def _stdin_sources(sources: list[str]) -> list[str]:
-    from .app import UserError, stdin_is_piped
+    from ..app.ask import UserError, stdin_is_piped
 
     if sources:
         return sources
@@ -216,7 +216,7 @@ def ask(
 ):
     """Answer a question about files, a repository, a PDF or piped text."""
     def body():
-        from .app import UserError
+        from ..app.ask import UserError
 
         if question:
             sources, questions = list(args), list(question)
@@ -232,8 +232,8 @@ def ask(
 
 def _request(sources: list[str], questions: list[str], o: dict) -> AskRequest:
     """An AskRequest from the options ask and summarize share (their parameter names)."""
-    from .app import AskRequest, Placement
-    from .sources import IngestOptions
+    from ..app.ask import AskRequest, Placement
+    from ..ingest import IngestOptions
 
     return AskRequest(
         sources, questions,
@@ -248,8 +248,8 @@ def _request(sources: list[str], questions: list[str], o: dict) -> AskRequest:
 
 
 def ask_impl(sources: list[str], questions: list[str], options: dict) -> None:
-    from .app import ask as run_ask
-    from .report import Renderer
+    from ..app.ask import ask as run_ask
+    from .render import Renderer
 
     request = _request(sources, questions, options)
     renderer = Renderer(json_output=options["json_output"], quiet=options["quiet"])
@@ -272,7 +272,7 @@ def summarize(
 ):
     """Summarize the whole input; input longer than the window is summarized section by section, then the section summaries are combined."""
     def body():
-        from .app import UserError, summary_question
+        from ..app.ask import UserError, summary_question
 
         if words is not None and words < 1:
             raise UserError(f"--words must be positive, got {words}", code=2)
@@ -294,10 +294,10 @@ def chat(
 ):
     """Encode the input once, then answer questions interactively (follow-ups keep the conversation)."""
     def body():
-        from .app import AskRequest, UserError
-        from .app import chat as run_chat
-        from .report import Renderer
-        from .sources import IngestOptions
+        from ..app.ask import AskRequest, UserError
+        from ..app.ask import chat as run_chat
+        from .render import Renderer
+        from ..ingest import IngestOptions
 
         if not sources:
             raise UserError("chat needs files or directories (questions are read from the terminal)", code=2)
@@ -334,11 +334,11 @@ def count_command(
 ):
     """Count tokens per file and in total, and show the blocks and ranks a run would use."""
     def body():
-        from .app import Placement
-        from .app import count as run_count
-        from .pipeline import RunSettings
-        from .report import Renderer
-        from .sources import IngestOptions
+        from ..app.ask import Placement
+        from ..app.ask import count as run_count
+        from ..run.session import RunSettings
+        from .render import Renderer
+        from ..ingest import IngestOptions
 
         settings = RunSettings(model=model, attention=attention, block_size=block_size, anchor_size=anchor_size, relay=relay, device=device)
         srcs = _stdin_sources(list(sources or []))
@@ -365,7 +365,7 @@ def count_command(
 def models_command(json_output: JsonOut = False, debug: Debug = False):
     """List the embedded default model and the converted models in the cache."""
     def body():
-        from .models import list_models
+        from ..model.resolve import list_models
 
         entries = list_models()
         if json_output:
@@ -373,7 +373,7 @@ def models_command(json_output: JsonOut = False, debug: Debug = False):
             return
         for entry in entries:
             size = entry.get("size_bytes")
-            from .report import format_bytes
+            from .render import format_bytes
 
             print("  ".join(str(x) for x in (entry.get("name"), entry.get("kind"), entry.get("status", ""), format_bytes(size) if size else "", entry.get("path", "")) if x != ""))
 
@@ -387,8 +387,8 @@ app.add_typer(cache_app, name="cache")
 @cache_app.command("ls")
 def cache_ls(json_output: JsonOut = False):
     """List cached documents, most recently used first."""
-    from . import doc_cache
-    from .report import format_bytes
+    from ..cache import documents as doc_cache
+    from .render import format_bytes
 
     found = doc_cache.entries()
     if json_output:
@@ -418,7 +418,7 @@ def _sources(sources: list[str] | None) -> str:
 @cache_app.command("rm")
 def cache_rm(ids: Annotated[list[str], typer.Argument(help="Entry ids from `starcli cache ls`.")]):
     """Remove cached documents."""
-    from . import doc_cache
+    from ..cache import documents as doc_cache
 
     known = {e["id"] for e in doc_cache.entries()}
     for entry_id in ids:
@@ -431,7 +431,7 @@ def cache_rm(ids: Annotated[list[str], typer.Argument(help="Entry ids from `star
 @cache_app.command("clear")
 def cache_clear():
     """Remove every cached document."""
-    from . import doc_cache
+    from ..cache import documents as doc_cache
 
     print(f"removed {doc_cache.clear()} entries", file=sys.stderr)
 
@@ -444,7 +444,7 @@ def worker_command(
     timeout: Timeout = 120.0,
 ):
     """Run one rank of a job (for clusters that start ranks themselves with torchrun's variables set)."""
-    from .worker import run_and_exit
+    from ..run.worker import run_and_exit
 
     run_and_exit(["--job", job, "--device", device, "--timeout", str(timeout)] + (["--events", events] if events else []))
 

@@ -17,11 +17,11 @@ from typing import Callable
 
 import torch
 
-from .star.comm import Comm
-from .star.decode_threads import tuned_decode_threads
-from .star.engine import DEFAULT_PASS_TOKENS, StarEngine
-from .star.partition import plan_partition
-from .star.sampling import SamplingParams
+from ..star.comm import Comm
+from ..star.decode_threads import tuned_decode_threads
+from ..star.engine import DEFAULT_PASS_TOKENS, StarEngine
+from ..star.partition import plan_partition
+from ..star.sampling import SamplingParams
 from .textstream import TextStream
 
 Emit = Callable[[dict], None]
@@ -51,7 +51,7 @@ class RunSettings:
     trust_remote_code: bool = False
     allow_pickle: bool = False
     cache: bool = False  # keep / reuse the document's phase-1 KV on disk
-    rope_scaling: str | None = None  # "yarn:4": stretch the rotary embedding (starcli.rope)
+    rope_scaling: str | None = None  # "yarn:4": stretch the rotary embedding (starcli.model.rope)
 
     def sampling(self) -> SamplingParams:
         return SamplingParams(self.temperature, self.top_p, self.top_k, self.seed)
@@ -77,7 +77,7 @@ class Job:
 @dataclass
 class Batch:
     """Several jobs run one after another on one loaded model: the passes of a long input
-    (starcli.longdoc), which are known together but each need their own document encoding."""
+    (starcli.app.longdoc), which are known together but each need their own document encoding."""
 
     jobs: list[Job]
 
@@ -110,8 +110,8 @@ def peak_memory_bytes(device: torch.device) -> int:
 
 def load_for_job(settings: RunSettings, model_path: str, comm: Comm):
     """(model, tokenizer, dtype name, seconds) loaded with the star attention function registered."""
-    from .models import ModelSpec, load_model, pick_dtype
-    from .star import attention
+    from ..model.resolve import ModelSpec, load_model, pick_dtype
+    from ..star import attention
 
     attention.register()
     dtype = pick_dtype(comm.device.type, settings.dtype)
@@ -130,7 +130,7 @@ def load_for_job(settings: RunSettings, model_path: str, comm: Comm):
 
 
 def _dtype_choice(settings: RunSettings, device_type: str) -> str:
-    from .models import auto_dtype_reason
+    from ..model.resolve import auto_dtype_reason
 
     if settings.dtype_reason:
         return settings.dtype_reason
@@ -144,7 +144,7 @@ def run_job(job: Job, comm: Comm, emit: Emit, loaded=None) -> dict | None:
     speak({"type": "stage", "stage": "loading model", "done": 0, "total": 1})
     model, tokenizer, dtype_name, load_seconds = loaded or load_for_job(settings, job.model_path, comm)
 
-    from .prompt import stop_token_ids
+    from ..ingest.prompt import stop_token_ids
 
     engine = StarEngine(model, comm, kernel=settings.kernel, pass_tokens=settings.pass_tokens,
                         decode="eager" if settings.eager else "auto")
@@ -172,7 +172,7 @@ def run_job(job: Job, comm: Comm, emit: Emit, loaded=None) -> dict | None:
     if encode is None:
         encode = engine.encode_context(doc, partition, on_progress)
         if key is not None:
-            from . import doc_cache
+            from ..cache import documents as doc_cache
 
             doc_cache.save(key, engine.export_document_kv(), encode.seconds, job.sources)
     speak({"type": "stage", "stage": "encoding blocks", "done": total_blocks, "total": total_blocks})
@@ -284,7 +284,7 @@ def stream_answer(engine: StarEngine, tokenizer, question_ids: list[int], settin
 
 
 def _cache_key(job: Job, partition, dtype_name: str, comm: Comm):
-    from . import doc_cache
+    from ..cache import documents as doc_cache
 
     identity = doc_cache.model_identity(job.model_path)
     return doc_cache.EntryKey(
@@ -304,8 +304,8 @@ def _cache_key(job: Job, partition, dtype_name: str, comm: Comm):
 
 def _load_cached(engine: StarEngine, key, partition, comm: Comm, speak: Emit):
     """(EncodeStats, info) when every rank has its entry; (None, info) to encode instead."""
-    from . import doc_cache
-    from .star.engine import EncodeStats
+    from ..cache import documents as doc_cache
+    from ..star.engine import EncodeStats
 
     start = time.perf_counter()
     try:

@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .cache_dir import (
+from ..cache.dirs import (
     TMP_PREFIX,
     atomic_dir,
     file_lock,
@@ -541,7 +541,7 @@ def load_model(
     ``dtype`` None means `pick_dtype(device, "auto")`. Nothing is fetched from the network;
     code shipped inside a checkpoint runs only with ``trust_remote_code``; pickle weights are
     read only with ``allow_pickle`` (and then with ``weights_only``). ``rope_scaling``
-    (``"yarn:4"``) stretches the rotary embedding (see ``starcli.rope``).
+    (``"yarn:4"``) stretches the rotary embedding (see ``starcli.model.rope``).
     """
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer

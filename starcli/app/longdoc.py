@@ -5,14 +5,14 @@ on: a 150K-token book does not fit a 32K model however it is encoded. So a longe
 passes, each of which fits the window and uses Star Attention inside it:
 
 - summary (``summarize``): cut the input into sections at natural boundaries
-  (``starcli.sectioning``), summarize each section in its own pass ("part 3 of 7"), then combine the
+  (``starcli.app.sectioning``), summarize each section in its own pass ("part 3 of 7"), then combine the
   section summaries, in document order, into one summary of the whole. While the summaries do not
   fit one pass together, consecutive groups of them are summarized first (one more level each time).
 - map (``ask --long map``): ask every section the question ("answer from this part only"), then
   combine the partial answers the same way.
 
 What the model reads and is asked is decided here; the passes run through ``Passes.run``
-(``starcli.passes``), the same prompt, job and engine path as a one-pass ``ask``.
+(``starcli.app.passes``), the same prompt, job and engine path as a one-pass ``ask``.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""docs/usage.md, generated from the commands' own options (`python -m starcli.usage_doc`)."""
+"""docs/usage.md, generated from the commands' own options (`python -m starcli.tools.usage_doc`)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import typer.main
 
 INTRO = """# Usage
 
-Generated from the command definitions by `python -m starcli.usage_doc > docs/usage.md`; a test
+Generated from the command definitions by `python -m starcli.tools.usage_doc > docs/usage.md`; a test
 checks it is current. Every option also shows with `starcli COMMAND --help`.
 
 Results go to stdout; progress, notes and the timing report to stderr. Exit status: 0 success,
@@ -126,7 +126,7 @@ def _option_row(param) -> str:
 
 
 def render_usage() -> str:
-    from .cli import app
+    from ..cli.main import app
 
     group = typer.main.get_command(app)
     out = [INTRO]

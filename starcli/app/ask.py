@@ -10,14 +10,14 @@ import time
 from dataclasses import dataclass, field
 from typing import IO
 
-from .pipeline import Batch, Job, RunSettings, load_for_batch, resolve_device, run_batch, run_job
-from .prompt import PromptError, build_prompt, document_text
-from .report import Renderer
-from .rope import (DEFAULT_MODEL_MAX_FACTOR, NONE, RopeScalingError, fitting_factor, parse_rope_scaling, scaled_positions,
+from ..run.session import Batch, Job, RunSettings, load_for_batch, resolve_device, run_batch, run_job
+from ..ingest.prompt import PromptError, build_prompt, document_text
+from ..cli.render import Renderer
+from ..model.rope import (DEFAULT_MODEL_MAX_FACTOR, NONE, RopeScalingError, fitting_factor, parse_rope_scaling, scaled_positions,
                    unsupported_reason)
-from .sources import Document, IngestOptions, load_sources
-from .star.comm import Comm
-from .star.partition import plan_partition
+from ..ingest import Document, IngestOptions, load_sources
+from ..star.comm import Comm
+from ..star.partition import plan_partition
 
 # A document at least this long is spread over all visible GPUs by default (--gpus unset).
 MULTI_GPU_MIN_TOKENS = 32768
@@ -73,7 +73,7 @@ def read_input(sources: list[str], ingest: IngestOptions, renderer: Renderer, st
 def model_and_tokenizer(settings: RunSettings, renderer: Renderer):
     """(resolved model spec, its tokenizer): converts into the cache if needed, and refuses a model
     that ships its own code before anything from it is loaded."""
-    from .models import check_remote_code, resolve_model
+    from ..model.resolve import check_remote_code, resolve_model
 
     def progress(stage: str, done: int, total: int) -> None:
         renderer({"type": "stage", "stage": stage, "done": done, "total": total})
@@ -213,8 +213,8 @@ def _validate(request: AskRequest) -> None:
 
 def check_settings(settings: RunSettings) -> None:
     """The model and engine options (resolving --device), and the cache's environment."""
-    from .models import ModelError, auto_dtype_reason, pick_dtype
-    from .star.kernels import KERNELS
+    from ..model.resolve import ModelError, auto_dtype_reason, pick_dtype
+    from ..star.kernels import KERNELS
 
     try:
         settings.device = resolve_device(settings.device)
@@ -232,7 +232,7 @@ def check_settings(settings: RunSettings) -> None:
     if settings.kernel not in KERNELS:
         raise UserError(f"--kernel must be one of {', '.join(KERNELS)}, got {settings.kernel!r}", code=2)
     if settings.cache:
-        from .doc_cache import limit_bytes
+        from ..cache.documents import limit_bytes
 
         try:
             limit_bytes()
@@ -403,7 +403,7 @@ class Executor:
             for one in job.jobs:
                 self.check_partition(len(one.document_ids))
         if self.ranks > 1:
-            from .launch import LaunchError, LaunchOptions, run_distributed
+            from ..run.launch import LaunchError, LaunchOptions, run_distributed
 
             p = self.placement
             options = LaunchOptions(self.world, self.settings.device, p.nnodes, p.node_rank, p.rdzv_endpoint, p.timeout_s)
@@ -424,7 +424,7 @@ class Executor:
 
 def _run_long(request: AskRequest, text: str, needed: int, tokenizer, window: Window, execute: Executor,
               renderer: Renderer, started: float) -> dict:
-    """Read an input over the window in passes (starcli.longdoc); the result of the final pass,
+    """Read an input over the window in passes (starcli.app.longdoc); the result of the final pass,
     with the whole run's facts under ``long``."""
     from .longdoc import LongInputError, answer_long, summarize_long
     from .passes import PassRunner
@@ -496,9 +496,9 @@ def chat(request: AskRequest, renderer: Renderer, read_line, stdin=None) -> None
     Follow-ups keep the conversation (earlier turns stay in the tail KV). One process."""
     import torch
 
-    from .pipeline import load_for_job, stream_answer
-    from .prompt import followup_ids, question_text, stop_token_ids
-    from .star.engine import StarEngine
+    from ..run.session import load_for_job, stream_answer
+    from ..ingest.prompt import followup_ids, question_text, stop_token_ids
+    from ..star.engine import StarEngine
 
     settings = request.settings
     _read_rope_scaling(request)

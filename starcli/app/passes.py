@@ -1,4 +1,4 @@
-"""Run the passes of a long input (``starcli.longdoc``) through the same path as a one-pass ask.
+"""Run the passes of a long input (``starcli.app.longdoc``) through the same path as a one-pass ask.
 
 Each pass becomes a ``Job`` built from ``build_prompt`` exactly like ``ask``'s; the passes of one
 step (all sections, or one level of combines) go out together as a ``Batch``, which runs on one
@@ -14,8 +14,8 @@ import time
 from typing import Callable
 
 from .longdoc import LongInputError, LongRun, Pass
-from .pipeline import Batch, Job, RunSettings
-from .prompt import build_prompt
+from ..run.session import Batch, Job, RunSettings
+from ..ingest.prompt import build_prompt
 
 Execute = Callable[[Batch, Callable[[dict], None]], None]
 

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import torch
 
-from .cache_dir import atomic_dir, file_digest, private_subdir, remove_tree
+from .dirs import atomic_dir, file_digest, private_subdir, remove_tree
 
 DEFAULT_LIMIT_BYTES = 20 * 1024**3
 _TENSORS = "kv.safetensors"

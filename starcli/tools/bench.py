@@ -42,13 +42,13 @@ import torch
 import typer
 from transformers import LlamaConfig, PretrainedConfig, Qwen2Config
 
-from .models import pick_dtype
-from .star import attention
-from .star.comm import Comm, init_comm
-from .star.decode_threads import tuned_decode_threads
-from .star.engine import DEFAULT_PASS_TOKENS, EngineError, StarEngine, resolve_decode
-from .star.kernels import KERNELS, KernelError, resolve_kernel
-from .star.partition import Partition, PartitionError, plan_dense, plan_ring, plan_star
+from ..model.resolve import pick_dtype
+from ..star import attention
+from ..star.comm import Comm, init_comm
+from ..star.decode_threads import tuned_decode_threads
+from ..star.engine import DEFAULT_PASS_TOKENS, EngineError, StarEngine, resolve_decode
+from ..star.kernels import KERNELS, KernelError, resolve_kernel
+from ..star.partition import Partition, PartitionError, plan_dense, plan_ring, plan_star
 
 # Named model shapes. Only shapes matter for speed, so weights are random; never zeros, which draw
 # less power on a GPU and so time faster than real weights would.
@@ -106,7 +106,7 @@ _WARMUP_LENGTH = 2048
 # Set by the launching process so every rank records the command the user actually typed.
 _COMMAND_ENV = "STARCLI_BENCH_COMMAND"
 # This module's import name, also when it runs as ``__main__`` (the ranks are started with ``-m``).
-_MODULE = "starcli.bench"
+_MODULE = "starcli.tools.bench"
 # Seconds a multi-rank run may take before all its ranks are ended (None: no limit; tests bound it).
 _RELAUNCH_TIMEOUT_S: Optional[float] = None
 
@@ -868,7 +868,7 @@ def _resolve_device(name: str) -> str:
 
 
 def _command_line() -> str:
-    """The command as typed: ``python -m starcli.bench ...`` rather than this file's path."""
+    """The command as typed: ``python -m starcli.tools.bench ...`` rather than this file's path."""
     main = sys.modules.get("__main__")
     spec = getattr(main, "__spec__", None)
     if spec is not None and spec.name == _MODULE:

@@ -15,9 +15,9 @@ from typing import Callable, Iterable
 
 import torch
 
-from ..prompt import build_prompt, stop_token_ids
-from ..star.engine import StarEngine
-from ..star.partition import DEFAULT_RELAY, PartitionError, plan_partition
+from ...ingest.prompt import build_prompt, stop_token_ids
+from ...star.engine import StarEngine
+from ...star.partition import DEFAULT_RELAY, PartitionError, plan_partition
 from .data import score
 from .tasks import FAMILIES, TASKS, Sample, family_of
 

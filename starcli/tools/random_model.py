@@ -1,7 +1,7 @@
 """Save a random-weight model folder of a benchmark shape, with a byte-level tokenizer.
 
 For speed runs of the whole CLI (`starcli ask --model DIR --gpus 2`) without real weights:
-`python -m starcli.random_model --shape llama3-8b --out DIR`. Speed does not depend on weight
+`python -m starcli.tools.random_model --shape llama3-8b --out DIR`. Speed does not depend on weight
 values; the tokenizer maps every byte to one token, so a document of N bytes is N tokens.
 """
 
@@ -50,7 +50,7 @@ def save_random_model(shape: str, out: str, max_positions: int, device: str = "c
 
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser(prog="python -m starcli.random_model")
+    parser = argparse.ArgumentParser(prog="python -m starcli.tools.random_model")
     parser.add_argument("--shape", default="llama3-8b")
     parser.add_argument("--out", required=True)
     parser.add_argument("--max-positions", type=int, default=262144)

@@ -1,0 +1,1 @@
+"""What starcli keeps on disk between runs: private directories, and the encoded documents of --cache."""

@@ -1,0 +1,1 @@
+"""Models: resolving --model, the embedded default, GGUF conversion, loading, dtypes, RoPE scaling."""
