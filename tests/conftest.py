@@ -58,6 +58,6 @@ def float32_on_every_cpu(request, monkeypatch):
     """``--dtype auto`` resolves to float32 in tests on every CPU: tiny-model tests compare against
     float32 references (the auto choice has its own tests). Real-model tests keep the machine's."""
     if request.node.get_closest_marker("real_model") is None:
-        from starcli.model import resolve as models
+        from starcli.model import dtypes
 
-        monkeypatch.setattr(models, "cpu_has_fast_bf16", lambda: False)
+        monkeypatch.setattr(dtypes, "cpu_has_fast_bf16", lambda: False)

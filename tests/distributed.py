@@ -4,15 +4,10 @@ function on each rank."""
 from __future__ import annotations
 
 import os
-import socket
 
 import torch.multiprocessing as mp
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from starcli.run.launch import free_port
 
 
 def _entry(rank: int, world_size: int, port: int, fn, args, results, device):

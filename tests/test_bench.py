@@ -9,10 +9,18 @@ import typer
 from transformers import AutoModelForCausalLM
 from typer.testing import CliRunner
 
-from starcli.model import resolve as models
-from starcli.tools import bench
-from starcli.tools.bench import SHAPES, BenchError, ModelDims, parse_lengths, phase1_flops, score_entries
-from starcli.star.partition import plan_dense, plan_ring, plan_star
+from starcli.cli.tools import BENCH_SHAPES
+from starcli.cli.tools import bench as bench_command
+from starcli.errors import UsageError
+from starcli.model import dtypes
+from starcli.star.engine import StarEngine
+from starcli.star.partition import DEFAULT_PASS_TOKENS, plan_dense, plan_ring, plan_star
+from starcli.tools.bench import command, runner
+from starcli.tools.bench.cells import bench_settings
+from starcli.tools.bench.command import benchmark
+from starcli.tools.bench.flops import GIB, ModelDims, estimate_cell_bytes, phase1_flops, score_entries
+from starcli.tools.bench.shapes import SHAPES
+from starcli.tools.lengths import parse_lengths
 
 CELL_KEYS = {"mode", "length", "block", "anchor", "relay", "ranks", "status", "ttft_s", "phase1_s", "phase1_tok_s",
              "decode_ms_tok", "peak_mem_gib", "peak_mem_gib_per_rank", "flops", "tflops", "tflops_per_gpu",
@@ -26,8 +34,8 @@ FAST = dict(shape="tiny", device="cpu", dtype="float32", question_tokens=8, deco
 
 @pytest.mark.parametrize("native, expected", [(True, "bfloat16"), (False, "float32")])
 def test_auto_dtype_on_cpu_follows_the_bf16_detection(monkeypatch, native, expected):
-    monkeypatch.setattr(models, "cpu_has_fast_bf16", lambda: native)
-    settings = bench._settings("tiny", None, "128", "dense", None, None, 1, "cpu", "auto", "auto",
+    monkeypatch.setattr(dtypes, "cpu_has_fast_bf16", lambda: native)
+    settings = bench_settings("tiny", None, "128", "dense", None, None, 1, "cpu", "auto", "auto",
                                8, 2, 1, 1, 1024, None, 0)
     assert settings.dtype == expected
 
@@ -49,7 +57,7 @@ def test_parse_lengths():
 
 @pytest.mark.parametrize("bad", ["", "12q", "0", "-5", "1.5", "k", "4k,,8k"])
 def test_parse_lengths_rejects(bad):
-    with pytest.raises(BenchError):
+    with pytest.raises(UsageError):
         parse_lengths(bad)
 
 
@@ -145,7 +153,7 @@ def check_cell_schema(cell):
 
 def test_decode_modes_and_the_static_cache_peer(tmp_path, one_thread):
     """Every engine cell once per --decodes entry, and transformers' static-cache generate as a row."""
-    report = bench.bench_command(lengths="256", modes="star,hf-static", decodes="eager,static", block_sizes="64", **FAST)
+    report = benchmark(lengths="256", modes="star,hf-static", decodes="eager,static", block_sizes="64", **FAST)
     cells = report["cells"]
     assert [(c["mode"], c["decode"]) for c in cells] == [("star", "eager"), ("star", "static"), ("hf-static", None)]
     for cell in cells:
@@ -156,7 +164,7 @@ def test_decode_modes_and_the_static_cache_peer(tmp_path, one_thread):
 
 def test_single_process_run(tmp_path, capsys, one_thread):
     out = tmp_path / "bench.json"
-    report = bench.bench_command(lengths="256,512", modes="dense,star,ring,hf-dense", block_sizes="64,256",
+    report = benchmark(lengths="256,512", modes="dense,star,ring,hf-dense", block_sizes="64,256",
                                  anchor_size="32", json_path=out, **FAST)
     written = json.loads(out.read_text())
     assert written == json.loads(json.dumps(report))
@@ -180,15 +188,15 @@ def test_single_process_run(tmp_path, capsys, one_thread):
 
 
 def test_out_of_memory_cell_is_recorded(monkeypatch, capsys, one_thread):
-    original = bench.StarEngine.encode_context
+    original = StarEngine.encode_context
 
     def encode(self, doc_ids, partition, on_progress=None):
         if partition.num_tokens == 384:
             raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 9.00 GiB")
         return original(self, doc_ids, partition, on_progress)
 
-    monkeypatch.setattr(bench.StarEngine, "encode_context", encode)
-    report = bench.bench_command(lengths="128,384", modes="star", **FAST)
+    monkeypatch.setattr(StarEngine, "encode_context", encode)
+    report = benchmark(lengths="128,384", modes="star", **FAST)
     ok, oom = report["cells"]
     assert ok["status"] == "ok" and oom["status"] == "OOM"
     assert oom["estimated_need_gib"] > 0 and "out of memory" in oom["note"]
@@ -199,7 +207,7 @@ def test_model_folder(tmp_path, one_thread):
     model = AutoModelForCausalLM.from_config(SHAPES["tiny"])
     model.save_pretrained(tmp_path / "tiny")
     options = {**FAST, "shape": None}
-    report = bench.bench_command(model=tmp_path / "tiny", lengths="128", modes="star,hf-dense", **options)
+    report = benchmark(model=tmp_path / "tiny", lengths="128", modes="star,hf-dense", **options)
     assert report["model"]["path"] == str((tmp_path / "tiny").resolve()) and report["model"]["shape"] is None
     assert [c["status"] for c in report["cells"]] == ["ok", "ok"]
 
@@ -219,7 +227,7 @@ def test_model_folder(tmp_path, one_thread):
 ])
 def test_bad_options_exit_2_with_one_line(args, words):
     app = typer.Typer()
-    app.command()(bench.bench_command)
+    app.command()(bench_command)
     result = CliRunner().invoke(app, ["--shape", "tiny", *args] if "--shape" not in args else args)
     assert result.exit_code == 2, result.output
     lines = result.stderr.strip().splitlines()
@@ -228,12 +236,12 @@ def test_bad_options_exit_2_with_one_line(args, words):
 
 def test_two_ranks_through_the_relaunch(tmp_path, monkeypatch, capfd):
     # called in-process so the relaunch reuses this interpreter's imports; the ranks are real
-    # torch.distributed.run processes running ``-m starcli.tools.bench``
+    # torch.distributed.run processes running ``-m starcli bench``
     out = tmp_path / "two.json"
     monkeypatch.delenv("WORLD_SIZE", raising=False)
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
-    monkeypatch.setattr(bench, "_RELAUNCH_TIMEOUT_S", 300)
-    result = bench.bench_command(ranks=2, lengths="256,512", modes="dense,star,ring", block_sizes="128", json_path=out,
+    monkeypatch.setattr(command, "RELAUNCH_TIMEOUT_S", 300)
+    result = benchmark(ranks=2, lengths="256,512", modes="dense,star,ring", block_sizes="128", json_path=out,
                                  relays="0,64", **FAST)
     assert result is None  # the launching process only waits; rank 0 reports
     report = json.loads(out.read_text())
@@ -258,29 +266,33 @@ def test_two_ranks_through_the_relaunch(tmp_path, monkeypatch, capfd):
 
 def test_cell_that_cannot_fit_is_not_run(monkeypatch, capsys, one_thread):
     calls = []
-    original = bench.StarEngine.encode_context
+    original = StarEngine.encode_context
 
     def encode(self, doc_ids, partition, on_progress=None):
         calls.append(partition.num_tokens)
         return original(self, doc_ids, partition, on_progress)
 
-    monkeypatch.setattr(bench.StarEngine, "encode_context", encode)
+    monkeypatch.setattr(StarEngine, "encode_context", encode)
     # a capacity between what the 128-token and the 4096-token dense cells would need
-    dims = bench.ModelDims.from_config(bench.SHAPES["tiny"])
-    weights = bench.bench_command(lengths="128", modes="dense", **FAST)["model"]["weight_gib"] * bench.GIB
+    dims = ModelDims.from_config(SHAPES["tiny"])
+    weights = benchmark(lengths="128", modes="dense", **FAST)["model"]["weight_gib"] * GIB
 
     def need(n):
-        return bench.estimate_cell_bytes(dims, bench.plan_dense(n), 0, dtype_bytes=4, weight_bytes=int(weights),
-                                         pass_tokens=bench.DEFAULT_PASS_TOKENS, tail_tokens=16)
+        return estimate_cell_bytes(dims, plan_dense(n), 0, dtype_bytes=4, weight_bytes=int(weights),
+                                         pass_tokens=DEFAULT_PASS_TOKENS, tail_tokens=16)
 
     def capacity(device):
         return (need(128) + need(4096)) // 2
 
-    monkeypatch.setattr(bench, "_total_bytes", capacity)
+    monkeypatch.setattr(runner, "_total_bytes", capacity)
     calls.clear()
-    report = bench.bench_command(lengths="128,4096", modes="dense", **FAST)
+    report = benchmark(lengths="128,4096", modes="dense", **FAST)
     fits, too_large = report["cells"]
     assert fits["status"] == "ok" and too_large["status"] == "too large"
-    assert too_large["estimated_need_gib"] * bench.GIB > capacity(None)
+    assert too_large["estimated_need_gib"] * GIB > capacity(None)
     assert 4096 not in calls  # never encoded
     assert "not run: does not fit: needs ~" in capsys.readouterr().out
+
+
+def test_the_help_names_every_shape():
+    assert BENCH_SHAPES == tuple(SHAPES)

@@ -15,10 +15,12 @@ from transformers import PreTrainedTokenizerFast
 from typer.testing import CliRunner
 
 from starcli.tools.evals import words
-from starcli.tools.evals.cli import eval_command
+from starcli.cli.tools import evaluate as eval_command
+from starcli.run.session import Session
+from starcli.star.comm import Comm
 from starcli.tools.evals.data import EvalDataError, read_jsonl, score, write_jsonl
 from starcli.tools.evals.runner import format_table, make_configs, run_eval
-from starcli.tools.evals.tasks import TASKS, Sample, TaskError, count_tokens, family_of, generate
+from starcli.tools.evals.tasks import TASKS, Sample, TaskError, family_of, generate
 from starcli.ingest.prompt import build_prompt
 
 from .tiny import VOCAB, tiny_pair
@@ -259,7 +261,7 @@ def tiny_star():
 def test_config_labels():
     labels = [c.label for c in make_configs([("dense", None, None), ("star", None, None), ("star", 512, None), ("star", 512, 128), ("dense", 64, 64)])]
     assert labels == ["dense", "star b=N/4 a=b", "star b=512 a=512", "star b=512 a=128"]
-    with pytest.raises(ValueError, match="unknown attention"):
+    with pytest.raises(ValueError, match="--attention must be"):
         make_configs([("sparse", None, None)])
     star_variants = make_configs([("star", None, None, 0), ("star", None, None, 256), ("dense", None, None, 256)])
     assert [c.label for c in star_variants] == ["star b=N/4 a=b r=0", "star b=N/4 a=b r=256", "dense"]
@@ -271,7 +273,7 @@ def test_run_eval_on_a_tiny_model(tiny_star, byte_tokenizer):
         sample.max_new_tokens = 6  # random weights never stop; a few tokens show the path works
     seen = []
     configs = [("dense", None, None), ("star", 512, None), ("star", 128, 64)]
-    results = run_eval(tiny_star, byte_tokenizer, samples, configs, on_sample=seen.append)
+    results = run_eval(Session(tiny_star, byte_tokenizer, Comm()), samples, configs, on_sample=seen.append)
     assert results["configs"] == ["dense", "star b=512 a=512", "star b=128 a=64"]
     records = results["samples"]
     assert seen == records and len(records) == 3 * 3
@@ -310,7 +312,7 @@ def test_run_eval_through_a_chat_template():
     torch.manual_seed(1)
     model = AutoModelForCausalLM.from_config(config, attn_implementation="star").eval()
     samples = generate("qa", 768, 2, 0, tokenizer)
-    results = run_eval(model, tokenizer, samples, [("dense", None, None), ("star", 1024, None)])
+    results = run_eval(Session(model, tokenizer, Comm()), samples, [("dense", None, None), ("star", 1024, None)])
     outputs = collections.defaultdict(dict)
     for record in results["samples"]:
         assert 0 < record["output_tokens"] and record["prompt_tokens"] + record["output_tokens"] <= 768
@@ -358,10 +360,10 @@ def _app() -> typer.Typer:
 @pytest.fixture
 def fake_models(monkeypatch, tiny_star, byte_tokenizer):
     """The model loader replaced by the tiny model: the command's own logic is what is tested."""
-    from starcli.model import resolve as models
+    from starcli.model import load, resolve
 
-    monkeypatch.setattr(models, "resolve_model", lambda spec=None, **kw: models.ModelSpec("tiny", "directory", "/nowhere"))
-    monkeypatch.setattr(models, "load_model", lambda spec, **kw: (tiny_star, byte_tokenizer))
+    monkeypatch.setattr(resolve, "resolve_model", lambda spec=None, **kw: resolve.ModelSpec("tiny", "directory", "/nowhere"))
+    monkeypatch.setattr(load, "load_model", lambda spec, **kw: (tiny_star, byte_tokenizer))
 
 
 @pytest.mark.parametrize(
@@ -441,20 +443,17 @@ def test_default_model_solves_niah_single_with_dense_and_star(real_model_cache, 
     """The CI slice: both modes find the needle at about 2K tokens, star over about four blocks in the
     default configuration (relay = block) and as plain star (512-token blocks, no relay)."""
     monkeypatch.setenv("STARCLI_CACHE", real_model_cache)  # convert once per session, not per test
-    try:
-        from starcli.model.resolve import ModelError, load_model, pick_dtype, resolve_model
-    except ImportError as exc:
-        pytest.skip(f"the model loader is not available: {exc}")
-    from starcli.star import attention
+    from starcli.model.resolve import ModelError, resolve_model
+    from starcli.run.settings import RunSettings
 
-    attention.register()
     try:
         spec = resolve_model(None)
-        model, tokenizer = load_model(spec, device="cpu", dtype=pick_dtype("cpu", "auto"), attn_implementation="star")
+        session = Session.load(RunSettings(device="cpu"), str(spec.path), Comm())
     except ModelError as exc:
         pytest.skip(f"the default model is not installed: {exc}")
+    tokenizer = session.tokenizer
     samples = generate("niah_single", 2048, 2, 0, tokenizer)
-    results = run_eval(model, tokenizer, samples, [("dense", None, None), ("star", None, None), ("star", 512, None)])
+    results = run_eval(session, samples, [("dense", None, None), ("star", None, None), ("star", 512, None)])
     for record in results["samples"]:
         assert record["score"] == 1.0, record
     star = [r for r in results["samples"] if r["attention"] == "star"]

@@ -373,7 +373,7 @@ def cache_folders_are_private(tmp_path: Path, model: Path) -> None:
     doc = tmp_path / "doc.txt"
     doc.write_text("alpha beta " * 30)
     _ask(doc, tmp_path, model, "--cache")
-    probe = "from starcli.model import resolve as models; print(models._models_dir())"
+    probe = "from starcli.model import resolve; print(resolve.models_dir())"
     env = {**os.environ, "STARCLI_CACHE": str(tmp_path / "cache")}
     subprocess.run([sys.executable, "-c", probe], check=True, env=env, capture_output=True)
     for name in ("", "documents", "models"):
@@ -402,7 +402,8 @@ def test_the_run_survives_with_the_right_answer(case, tmp_path, tiny_model_dir):
 
 # --- startup: cheap answers load nothing heavy; Ctrl-C while loading is one line -------------------
 
-NO_TORCH = {"--version": ["--version"], "--help": ["--help"], "ask --help": ["ask", "--help"], "cache ls --help": ["cache", "ls", "--help"]}
+NO_TORCH = {"--version": ["--version"], "--help": ["--help"], "ask --help": ["ask", "--help"], "cache ls --help": ["cache", "ls", "--help"],
+            "bench --help": ["bench", "--help"], "eval --help": ["eval", "--help"]}
 
 
 @pytest.mark.parametrize("case", list(NO_TORCH))
@@ -412,6 +413,14 @@ def test_cheap_answers_import_no_torch(case):
     assert result.returncode == 0 and result.stdout, result.stderr
     imported = {line.rsplit("|", 1)[-1].strip() for line in result.stderr.splitlines() if line.startswith("import time:")}
     assert imported and not imported & {"torch", "transformers"}
+
+
+def test_the_app_layer_imports_no_torch():
+    """Requests and policies (app/) are plain Python: torch loads only where a model runs."""
+    probe = ("import sys, starcli.app.ask, starcli.app.chat, starcli.app.checks, starcli.app.window, starcli.app.passes; "
+             "print(sorted(m for m in ('torch', 'transformers') if m in sys.modules))")
+    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=BOUND_S)
+    assert result.returncode == 0 and result.stdout.strip() == "[]", result.stdout + result.stderr
 
 
 def _loading_torch(pid: int) -> bool:
@@ -459,7 +468,7 @@ def test_ctrl_c_at_startup_is_one_line(case, tmp_path, tiny_model_dir):
 
 
 def test_a_rank_ends_without_teardown_once_its_work_is_reported(tmp_path, tiny_model_dir):
-    from starcli.run.session import Job, RunSettings
+    from starcli.run.settings import Job, RunSettings
 
     job = Job(RunSettings(device="cpu", max_new_tokens=2, block_size=128), str(tiny_model_dir), [65] * 300, [[66, 67]], ["q?"])
     (tmp_path / "job.json").write_text(json.dumps(job.to_json()))

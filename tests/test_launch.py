@@ -108,17 +108,22 @@ def _rank_of(pid: int) -> int | None:
     return int(env[b"RANK"]) if b"starcli.run.worker" in cmdline and b"RANK" in env else None
 
 
-def test_a_killed_rank_ends_the_run_with_a_message_and_no_orphans(tiny_model_dir, tmp_path):
+def _long_two_rank_ask(tiny_model_dir, tmp_path, *extra) -> subprocess.Popen:
+    """A two-rank ask that generates for a while: something to kill or interrupt."""
     doc = tmp_path / "doc.txt"
     doc.write_text("word " * 100)
     # float32 like every tiny-model test (conftest pins it in-process): in bfloat16 the ranks' merged
     # partials round differently from one process's attention, and greedy tokens may differ
     env = {**os.environ, "NO_COLOR": "1", "OMP_NUM_THREADS": "1", "STARCLI_DTYPE": "float32"}
-    proc = subprocess.Popen(
+    return subprocess.Popen(
         [sys.executable, "-m", "starcli", "ask", str(doc), "q?", "--model", str(tiny_model_dir), "--device", "cpu",
-         "--procs", "2", "--max-new-tokens", "1400", "--kernel", "math", "--timeout", "20"],
+         "--procs", "2", "--max-new-tokens", "1400", "--kernel", "math", *extra],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env,
     )
+
+
+def test_a_killed_rank_ends_the_run_with_a_message_and_no_orphans(tiny_model_dir, tmp_path):
+    proc = _long_two_rank_ask(tiny_model_dir, tmp_path, "--timeout", "20")
     assert proc.stdout.read(1), proc.stderr.read()  # generation has started
     ranks = {_rank_of(p): p for p in _descendants(proc.pid)}
     assert 1 in ranks, ranks
@@ -133,16 +138,7 @@ def test_a_killed_rank_ends_the_run_with_a_message_and_no_orphans(tiny_model_dir
 
 
 def test_ctrl_c_stops_every_rank(tiny_model_dir, tmp_path):
-    doc = tmp_path / "doc.txt"
-    doc.write_text("word " * 100)
-    # float32 like every tiny-model test (conftest pins it in-process): in bfloat16 the ranks' merged
-    # partials round differently from one process's attention, and greedy tokens may differ
-    env = {**os.environ, "NO_COLOR": "1", "OMP_NUM_THREADS": "1", "STARCLI_DTYPE": "float32"}
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "starcli", "ask", str(doc), "q?", "--model", str(tiny_model_dir), "--device", "cpu",
-         "--procs", "2", "--max-new-tokens", "1400", "--kernel", "math"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env,
-    )
+    proc = _long_two_rank_ask(tiny_model_dir, tmp_path)
     assert proc.stdout.read(1), proc.stderr.read()
     tree = _descendants(proc.pid)
     assert len([p for p in tree if _rank_of(p) is not None]) == 2

@@ -356,12 +356,12 @@ def test_real_model_summarizes_a_text_longer_than_the_window(tmp_path, real_mode
 def test_input_over_the_window_stretches_the_rope_where_the_model_allows(tiny_model_dir, tmp_path, monkeypatch):
     """The default model stretches by the smallest factor that fits (here the tiny model stands in
     for it, with a limit of 4); --rope-scaling none refuses as before; a model with no known limit refuses."""
-    from starcli.app import ask as app_module
+    from starcli.app import window
 
     big = tmp_path / "big.txt"
     big.write_text("word " * 600)  # 3000 byte tokens + question + 12 answer tokens: over 2048 positions
     assert invoke("ask", big, "q?", *tiny(tiny_model_dir)).exit_code == 1  # no known limit: refused
-    monkeypatch.setattr(app_module, "automatic_stretch_limit", lambda spec: 4.0)
+    monkeypatch.setattr(window, "automatic_stretch_limit", lambda spec: 4.0)
     result = invoke("ask", big, "q?", *tiny(tiny_model_dir, "--json"))
     assert result.exit_code == 0, result.stderr
     data = json.loads(result.stdout)

@@ -18,6 +18,8 @@ import torch
 
 from starcli.cache import dirs as cache_dir
 from starcli.model import resolve as models
+from starcli.model import convert, dtypes, listing, load
+from starcli.errors import UsageError
 from starcli.model.resolve import DEFAULT_MODEL_NAME, ModelError, ModelSpec
 
 # --------------------------------------------------------------------------------------------
@@ -203,7 +205,7 @@ def refuse_conversion(monkeypatch) -> None:
     def boom(*args, **kwargs):
         raise AssertionError("converted again although a finished conversion was cached")
 
-    monkeypatch.setattr(models, "_convert_gguf", boom)
+    monkeypatch.setattr(convert, "convert_gguf", boom)
 
 
 # --------------------------------------------------------------------------------------------
@@ -366,7 +368,7 @@ def test_directory_resolves_without_touching_the_cache(tiny_qwen):
 
 def test_llama_directory_resolves_and_loads(tmp_path):
     d = save_tiny_model(tmp_path / "tiny-llama", arch="llama")
-    model, tok = models.load_model(models.resolve_model(str(d)))
+    model, tok = load.load_model(models.resolve_model(str(d)))
     assert type(model).__name__ == "LlamaForCausalLM"
     assert not model.training
     assert tok("what is the capital of france ?")["input_ids"]
@@ -426,8 +428,8 @@ def test_pickle_only_directory_is_refused_unless_allowed(tmp_path, tiny_qwen):
 
     spec = models.resolve_model(str(d), allow_pickle=True)
     with pytest.raises(ModelError, match="only pickle weights"):
-        models.load_model(spec)
-    model, _ = models.load_model(spec, allow_pickle=True)
+        load.load_model(spec)
+    model, _ = load.load_model(spec, allow_pickle=True)
     key = "model.layers.0.self_attn.q_proj.weight"
     assert torch.equal(model.state_dict()[key], state[key])
 
@@ -454,7 +456,7 @@ def test_remote_code_is_refused_at_load_not_at_resolve(tmp_path):
     spec = models.resolve_model(str(d))
     assert spec.kind == "directory"
     with pytest.raises(ModelError) as err:
-        models.load_model(spec)
+        load.load_model(spec)
     assert str(err.value) == "custom ships its own code; pass --trust-remote-code to run it"
     assert not sentinel.exists()
 
@@ -462,7 +464,7 @@ def test_remote_code_is_refused_at_load_not_at_resolve(tmp_path):
 def test_auto_map_on_a_known_type_loads_builtin_code(tmp_path, tiny_qwen):
     sentinel = tmp_path / "code-ran"
     d = _custom_code_dir(tmp_path / "custom-qwen", "qwen2", sentinel, source=tiny_qwen)
-    model, _ = models.load_model(models.resolve_model(str(d)))
+    model, _ = load.load_model(models.resolve_model(str(d)))
     assert type(model).__name__ == "Qwen2ForCausalLM"
     assert not sentinel.exists()
 
@@ -475,7 +477,7 @@ def test_corrupt_safetensors_is_a_model_error(tmp_path, tiny_qwen):
     (d / "model.safetensors").write_bytes(b"\x00garbage" * 64)
     spec = models.resolve_model(str(d))
     with pytest.raises(ModelError, match=r"^cannot load corrupt: ") as err:
-        models.load_model(spec)
+        load.load_model(spec)
     assert "\n" not in str(err.value)
 
 
@@ -484,17 +486,17 @@ def test_directory_without_tokenizer_resolves_but_does_not_load(tmp_path):
     spec = models.resolve_model(str(d))
     assert spec.kind == "directory"
     with pytest.raises(ModelError, match="no-tokenizer has no tokenizer"):
-        models.load_model(spec)
+        load.load_model(spec)
 
 
 def test_load_tiny_model_and_generate(tiny_qwen):
-    model, tok = models.load_model(models.resolve_model(str(tiny_qwen)))
+    model, tok = load.load_model(models.resolve_model(str(tiny_qwen)))
     assert model.dtype == torch.float32 and not model.training
     assert next(model.parameters()).device.type == "cpu"
     ids = tok("what is the capital of france ?", return_tensors="pt")
     out = model.generate(**ids, max_new_tokens=3, do_sample=False)
     assert out.shape[1] == ids["input_ids"].shape[1] + 3
-    model16, _ = models.load_model(models.resolve_model(str(tiny_qwen)), dtype=torch.bfloat16, attn_implementation="eager")
+    model16, _ = load.load_model(models.resolve_model(str(tiny_qwen)), dtype=torch.bfloat16, attn_implementation="eager")
     assert model16.dtype == torch.bfloat16
 
 
@@ -502,20 +504,20 @@ def test_unavailable_device_is_a_model_error(tiny_qwen):
     if torch.cuda.is_available():
         pytest.skip("a GPU is present")
     with pytest.raises(ModelError, match="not available"):
-        models.load_model(models.resolve_model(str(tiny_qwen)), device="cuda")
+        load.load_model(models.resolve_model(str(tiny_qwen)), device="cuda")
 
 
 # the detection itself, before the autouse fixture pins it (tests/conftest.py)
-CPU_HAS_FAST_BF16 = models.cpu_has_fast_bf16
+CPU_HAS_FAST_BF16 = dtypes.cpu_has_fast_bf16
 
 
 @pytest.mark.parametrize("native, expected", [(True, torch.bfloat16), (False, torch.float32)])
 def test_auto_dtype_on_cpu_follows_the_bf16_detection(monkeypatch, native, expected):
-    monkeypatch.setattr(models, "cpu_has_fast_bf16", lambda: native)
-    assert models.pick_dtype("cpu", None) == expected
-    assert models.pick_dtype("cpu", "auto") == expected
-    assert models.pick_dtype("cpu", "float32") == torch.float32
-    assert ("natively" in models.auto_dtype_reason("cpu")) == native
+    monkeypatch.setattr(dtypes, "cpu_has_fast_bf16", lambda: native)
+    assert dtypes.pick_dtype("cpu", None) == expected
+    assert dtypes.pick_dtype("cpu", "auto") == expected
+    assert dtypes.pick_dtype("cpu", "float32") == torch.float32
+    assert ("natively" in dtypes.auto_dtype_reason("cpu")) == native
 
 
 @pytest.mark.parametrize(
@@ -534,14 +536,14 @@ def test_cpu_bf16_detection_reads_torch_capabilities(monkeypatch, capabilities, 
 
 
 def test_pick_dtype(monkeypatch):
-    monkeypatch.setattr(models, "cpu_has_fast_bf16", lambda: False)
-    assert models.pick_dtype("cpu", "bfloat16") == torch.bfloat16
-    assert models.pick_dtype("cpu", "float16") == torch.float16
-    assert models.pick_dtype("cuda", "float32") == torch.float32
+    monkeypatch.setattr(dtypes, "cpu_has_fast_bf16", lambda: False)
+    assert dtypes.pick_dtype("cpu", "bfloat16") == torch.bfloat16
+    assert dtypes.pick_dtype("cpu", "float16") == torch.float16
+    assert dtypes.pick_dtype("cuda", "float32") == torch.float32
     if not torch.cuda.is_available():
-        assert models.pick_dtype("cuda", "auto") == torch.bfloat16
-    with pytest.raises(ModelError, match="unknown dtype"):
-        models.pick_dtype("cpu", "int3")
+        assert dtypes.pick_dtype("cuda", "auto") == torch.bfloat16
+    with pytest.raises(UsageError, match="unknown dtype"):
+        dtypes.pick_dtype("cpu", "int3")
 
 
 # --------------------------------------------------------------------------------------------
@@ -573,7 +575,7 @@ def test_gguf_converts_once_and_is_reused(tiny_gguf, monkeypatch):
     assert marker["transformers"] and marker["size_bytes"] > 0
     assert any(f.suffix == ".safetensors" for f in spec.path.iterdir())
     assert not (spec.path / "model.gguf").exists()
-    convert_steps = [e[1:] for e in events if e[0] == models.STAGE_CONVERT]
+    convert_steps = [e[1:] for e in events if e[0] == convert.STAGE_CONVERT]
     assert convert_steps == [(i, 4) for i in range(5)]
     assert events[0][0] == models.STAGE_HASH and events[0][2] == tiny_gguf.stat().st_size
     assert cache_entries() == [spec.path.name]
@@ -582,12 +584,12 @@ def test_gguf_converts_once_and_is_reused(tiny_gguf, monkeypatch):
     again = models.resolve_model(str(tiny_gguf))
     assert again == spec
 
-    model, tok = models.load_model(spec)
+    model, tok = load.load_model(spec)
     assert type(model).__name__ == "Qwen2ForCausalLM" and model.dtype == torch.float32
     prompt = tok.apply_chat_template([{"role": "user", "content": "the thing"}], add_generation_prompt=True, tokenize=False)
     assert prompt.endswith("<|im_start|>assistant\n")
 
-    listed = {row["name"]: row for row in models.list_models()}
+    listed = {row["name"]: row for row in listing.list_models()}
     assert listed["tiny-qwen2"]["converted"] and listed["tiny-qwen2"]["sha256"] == spec.sha256
     assert listed["tiny-qwen2"]["size_bytes"] >= marker["size_bytes"]  # plus the marker itself
 
@@ -595,7 +597,7 @@ def test_gguf_converts_once_and_is_reused(tiny_gguf, monkeypatch):
 def test_incomplete_entry_is_rebuilt(tiny_gguf):
     spec = models.resolve_model(str(tiny_gguf))
     (spec.path / "starcli.json").unlink()
-    assert {r["kind"] for r in models.list_models()} == {"default", "incomplete"}
+    assert {r["kind"] for r in listing.list_models()} == {"default", "incomplete"}
     (spec.path / "stray").write_text("left over from an interrupted build")
     rebuilt = models.resolve_model(str(tiny_gguf))
     assert (rebuilt.path / "starcli.json").is_file() and not (rebuilt.path / "stray").exists()
@@ -604,14 +606,14 @@ def test_incomplete_entry_is_rebuilt(tiny_gguf):
 
 def test_concurrent_first_resolves_convert_once(tiny_gguf, monkeypatch):
     calls = []
-    real = models._convert_gguf
+    real = convert.convert_gguf
 
     def counting(*args, **kwargs):
         calls.append(threading.get_ident())
         time.sleep(0.5)  # keep the first conversion running while the second asks
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(models, "_convert_gguf", counting)
+    monkeypatch.setattr(convert, "convert_gguf", counting)
     results: list[ModelSpec] = []
     errors: list[BaseException] = []
 
@@ -645,7 +647,7 @@ def test_missing_default_package_says_how_to_install(monkeypatch):
     assert "starcli-no-such-part-package" in msg
     assert "pip install 'starcli[default-model]'" in msg
     assert cache_entries() == []
-    row = models.list_models()[0]
+    row = listing.list_models()[0]
     assert row["installed"] is False and row["status"] == "not installed"
 
 
@@ -676,7 +678,7 @@ def test_default_assembles_converts_once_and_reuses(tmp_path, tiny_gguf, monkeyp
     assembled = [e for e in events if e[0] == models.STAGE_ASSEMBLE]
     assert assembled[0] == (models.STAGE_ASSEMBLE, 0, len(blob))
     assert assembled[-1] == (models.STAGE_ASSEMBLE, len(blob), len(blob))
-    assert [e[1] for e in events if e[0] == models.STAGE_CONVERT] == [0, 1, 2, 3, 4]
+    assert [e[1] for e in events if e[0] == convert.STAGE_CONVERT] == [0, 1, 2, 3, 4]
     assert not (spec.path / ".source").exists()
     assert cache_entries() == [DEFAULT_MODEL_NAME]
 
@@ -689,7 +691,7 @@ def test_default_assembles_converts_once_and_reuses(tmp_path, tiny_gguf, monkeyp
     monkeypatch.setattr(models, "DEFAULT_PART_PACKAGES", ("starcli_no_such_part_package",) * 6)
     assert models.resolve_model(None) == spec
 
-    default_row = models.list_models()[0]
+    default_row = listing.list_models()[0]
     assert default_row["kind"] == "default" and default_row["converted"] is True
     assert default_row["status"] == "converted"
     assert default_row["size_bytes"] > 0
@@ -719,9 +721,9 @@ def real_default_model(tmp_path_factory):
 def test_real_default_model_answers(real_default_model, monkeypatch):
     monkeypatch.setenv("STARCLI_CACHE", str(real_default_model.path.parents[1]))
     t0 = time.perf_counter()
-    model, tok = models.load_model(real_default_model)
+    model, tok = load.load_model(real_default_model)
     print(f"load converted default model: {time.perf_counter() - t0:.1f}s")
-    assert model.dtype == models.pick_dtype("cpu", "auto")  # bfloat16 on CPUs with native bf16
+    assert model.dtype == dtypes.pick_dtype("cpu", "auto")  # bfloat16 on CPUs with native bf16
     messages = [{"role": "user", "content": "What is the capital of France? Answer in one word."}]
     inputs = tok.apply_chat_template(messages, add_generation_prompt=True, return_tensors="pt", return_dict=True)
     with torch.inference_mode():
@@ -729,5 +731,5 @@ def test_real_default_model_answers(real_default_model, monkeypatch):
     answer = tok.decode(out[0, inputs["input_ids"].shape[1] :], skip_special_tokens=True).strip()
     print(f"answer: {answer!r}")
     assert answer
-    row = models.list_models()[0]
+    row = listing.list_models()[0]
     assert row["converted"] and row["installed"]

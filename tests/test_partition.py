@@ -74,7 +74,7 @@ def test_ring_zigzag(n, world):
 
 
 @pytest.mark.parametrize("world", [1, 2, 3])
-def test_star_covers_every_token_once(world):
+def test_star_blocks_are_cut_every_block_size(world):
     p = plan_star(1000, world, 128, 64)
     kept = [t for b in p.blocks for t in range(b.start, b.end)]
     assert kept == list(range(1000))

@@ -16,7 +16,7 @@ if [ -z "${DOC:-}" ]; then
 fi
 run() {  # name, then extra options
   local name=$1; shift
-  python3 -m starcli.cli.main ask "$DOC" "${QUESTIONS[@]}" --model "$MODEL" --device cuda --json "$@" > "$OUT/cli-$name.json" 2> "$OUT/cli-$name.err"
+  python3 -m starcli ask "$DOC" "${QUESTIONS[@]}" --model "$MODEL" --device cuda --json "$@" > "$OUT/cli-$name.json" 2> "$OUT/cli-$name.err"
   python3 - "$OUT/cli-$name.json" "$name" <<'PY'
 import json, sys
 r = json.load(open(sys.argv[1]))

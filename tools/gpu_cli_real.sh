@@ -1,11 +1,11 @@
 #!/usr/bin/env bash
 # Eight questions about a ~30K-token part of this repository, asked in one run of the real default
 # model (its GGUF at $GGUF): the default (captured decoding), --eager, and optionally an older tree
-# ($OLD, a checkout's folder holding starcli/) for a same-session comparison.
+# ($OLD, a checkout's folder holding starcli/ with its `python -m starcli`) for a same-session comparison.
 set -uo pipefail
 OUT=${OUT:-gpu-out}
 mkdir -p "$OUT"
-DOCS=(starcli/star starcli/sources/loader.py starcli/sources/directory.py)
+DOCS=(starcli/star starcli/ingest/loader.py starcli/ingest/directory.py)
 QUESTIONS=(
   -q "Which function merges two partial attention results, and what does it compute from their log-sum-exp values? Answer in two sentences."
   -q "How does the engine decide which rank keeps the question and answer tokens, and why is only one rank holding them? Explain briefly."
@@ -21,7 +21,7 @@ ROOT=$PWD
 ask() {  # name, the tree to run (a folder holding starcli/), extra options
   local name=$1 path=$2; shift 2
   # run from that tree's folder: python -m puts the working directory before PYTHONPATH
-  (cd "$path" && PYTHONPATH=$path:/tmp/site python3 -m starcli.cli.main ask "${DOCS[@]/#/$ROOT/}" "${QUESTIONS[@]}" \
+  (cd "$path" && PYTHONPATH=$path:/tmp/site python3 -m starcli ask "${DOCS[@]/#/$ROOT/}" "${QUESTIONS[@]}" \
     --model "$GGUF" --device cuda --json "$@" > "$OUT/real-$name.json" 2> "$OUT/real-$name.err")
   python3 - "$OUT/real-$name.json" "$name" <<'PY'
 import json, sys

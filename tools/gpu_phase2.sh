@@ -12,7 +12,7 @@ python3 -m pytest -q -x tests/test_gpu.py > "$OUT/test_gpu.log" 2>&1
 status=$?
 tail -30 "$OUT/test_gpu.log"
 [ $status -eq 0 ] || exit $status
-bench() { python3 -m starcli.tools.bench --device cuda "$@"; }
+bench() { python3 -m starcli bench --device cuda "$@"; }
 if [ "${CELLS:-all}" != "8b" ]; then
   bench --shape qwen2.5-0.5b --lengths 30k --modes star,dense,hf-static --decodes auto,eager \
     --question-tokens 48 --json "$OUT/qwen05b-30k.json" 2>&1 | tee "$OUT/qwen05b-30k.log" | grep -v '^\[bench\]'

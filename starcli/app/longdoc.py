@@ -21,6 +21,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Callable, Protocol
 
+from ..errors import StarcliError
 from .sectioning import plan_sections, pack, section_texts, text_boundaries, token_boundaries
 
 STRATEGIES = ("summary", "map")
@@ -35,12 +36,8 @@ _MAX_LEVELS = 32
 _WIDEST_PART = 99999
 
 
-class LongInputError(ValueError):
-    """A one-line reason the long input cannot be processed; ``code`` as for UserError."""
-
-    def __init__(self, message: str, code: int = 1):
-        super().__init__(message)
-        self.code = code
+class LongInputError(StarcliError):
+    """A one-line reason the long input cannot be processed (``code`` 2 when an option is the cause)."""
 
 
 @dataclass(frozen=True)
@@ -125,13 +122,20 @@ def summary_group_question(first: int, last: int, total: int) -> str:
     )
 
 
+# what every summary of a whole document is asked to cover
+_WHOLE = "Cover it from beginning to end, in order, and name the main parts (files, chapters or sections) it consists of."
+
+
+def summary_question(words: int | None) -> str:
+    """What ``summarize`` asks of an input that fits one pass."""
+    length = f" in about {words} words" if words else ""
+    return f"Summarize the document above{length}. {_WHOLE}"
+
+
 def summary_final_question(total: int, words: int | None) -> str:
     length = f" in about {words} words" if words else ""
-    return (
-        f"The document above holds, in order, summaries of all {total} parts of a longer document. Write "
-        f"one summary of the whole document{length}. Cover it from beginning to end, in order, and name "
-        "the main parts (files, chapters or sections) it consists of."
-    )
+    return (f"The document above holds, in order, summaries of all {total} parts of a longer document. Write "
+            f"one summary of the whole document{length}. {_WHOLE}")
 
 
 def map_section_question(question: str, part: int, total: int) -> str:

@@ -1,11 +1,11 @@
-"""Run the passes of a long input (``starcli.app.longdoc``) through the same path as a one-pass ask.
+"""Run the passes of a long input (``app.longdoc``) through the same path as a one-pass ask.
 
 Each pass becomes a ``Job`` built from ``build_prompt`` exactly like ``ask``'s; the passes of one
 step (all sections, or one level of combines) go out together as a ``Batch``, which runs on one
-loaded model, in this process or on torchrun ranks (``execute``, supplied by ``app``). Events
-come back per pass: section answers are collected, not printed; only the final pass streams to
-stdout; progress is a line per finished pass on stderr. ``PassRunner.result`` then reads the run
-as one result: the final answers to the user's questions, plus the facts of every pass (``long``).
+loaded model, in this process or on torchrun ranks (``run.execute.Executor``). Events come back
+per pass: section answers are collected, not printed; only the final pass streams to stdout;
+progress is a line per finished pass on stderr. ``PassRunner.result`` then reads the run as one
+result: the final answers to the user's questions, plus the facts of every pass (``long``).
 """
 
 from __future__ import annotations
@@ -13,11 +13,12 @@ from __future__ import annotations
 import time
 from typing import Callable
 
-from .longdoc import LongInputError, LongRun, Pass
-from ..run.session import Batch, Job, RunSettings
 from ..ingest.prompt import build_prompt
+from ..run.settings import Batch, Job, RunSettings
+from .longdoc import LongInputError, LongRun, Pass, answer_long, summarize_long
 
-Execute = Callable[[Batch, Callable[[dict], None]], None]
+Emit = Callable[[dict], None]
+Execute = Callable[[Batch, Emit], list[dict]]
 
 
 def token_starts(tokenizer, text: str) -> list[int]:
@@ -42,14 +43,14 @@ def token_starts(tokenizer, text: str) -> list[int]:
 class PassRunner:
     """``longdoc.Passes`` over a tokenizer, a window and an ``execute`` for batches of jobs."""
 
-    def __init__(self, settings: RunSettings, model_path: str, tokenizer, window: int, execute: Execute, renderer):
+    def __init__(self, settings: RunSettings, model_path: str, tokenizer, window: int, execute: Execute, emit: Emit):
         self.settings = settings
         self.model_path = model_path
         self.tokenizer = tokenizer
         self.window = window
         self.answer_tokens = settings.max_new_tokens
         self.execute = execute
-        self.renderer = renderer
+        self.emit = emit
         self.records: list[dict] = []  # one per pass run: kind, label, token counts, its result
         self.first_token_at: dict[int, float] = {}  # final answer index -> perf_counter of its first token
 
@@ -71,16 +72,16 @@ class PassRunner:
         jobs = [self.job(p) for p in passes]
         # several questions (ask -q ... -q ... --long map) each end in a final pass of their own
         finals_so_far = sum(r["kind"] == "final" for r in self.records)
-        sink = _BatchSink(self.renderer, passes, self.first_token_at, finals_so_far)
-        self.execute(Batch(jobs), sink)
-        if len(sink.results) != len(passes):
-            raise LongInputError(f"{len(sink.results)} of {len(passes)} passes returned a result")
-        for one, job, result in zip(passes, jobs, sink.results):
+        sink = _BatchSink(self.emit, passes, self.first_token_at, finals_so_far)
+        results = self.execute(Batch(jobs), sink)
+        if len(results) != len(passes):
+            raise LongInputError(f"{len(results)} of {len(passes)} passes returned a result")
+        for one, job, result in zip(passes, jobs, results):
             self.records.append({
                 "kind": one.kind, "label": one.label, "document_tokens": len(job.document_ids),
                 "question_tokens": max(len(q) for q in job.questions), "result": result,
             })
-        return [[a["answer"] for a in result["answers"]] for result in sink.results]
+        return [[a["answer"] for a in result["answers"]] for result in results]
 
     def result(self, run: LongRun, questions: list[str], started: float) -> dict:
         """The final pass's result, reading as the answer to the user's questions over the whole
@@ -129,38 +130,53 @@ class PassRunner:
         }
 
 
-class _BatchSink:
-    """Takes one batch's events: keeps each pass's result, shows progress, and lets only the
-    final pass's answer through to stdout."""
+def read_long(request, text: str, needed: int, tokenizer, window: int, execute: Execute, emit: Emit,
+              started: float) -> dict:
+    """Read an input over the window in passes (``app.longdoc``): the result of the final pass,
+    with the whole run's facts under ``long``."""
+    how = ("summarizing it section by section, then combining the section summaries in order"
+           if request.long == "summary" else
+           "--long map: asking each section, then combining the partial answers in order")
+    emit({"type": "note", "text": f"the prompt needs {needed} tokens, more than the window of {window}: {how}"})
+    runner = PassRunner(request.settings, execute.model_path, tokenizer, window, execute, emit)
+    if request.long == "summary":
+        run = summarize_long(text, request.words, runner)
+    else:
+        run = answer_long(text, request.questions, runner)
+    return runner.result(run, request.questions, started)
 
-    def __init__(self, renderer, passes: list[Pass], first_token_at: dict[int, float], final_index: int):
-        self.renderer = renderer
+
+class _BatchSink:
+    """Takes one batch's events: shows progress, and lets only the final pass's answer through."""
+
+    def __init__(self, emit: Emit, passes: list[Pass], first_token_at: dict[int, float], final_index: int):
+        self.emit = emit
         self.passes = passes
         self.first_token_at = first_token_at  # the runner's, filled across batches
         self.final_index = final_index  # which answer a final pass in this batch gives (one per batch)
         self.current: Pass | None = None
-        self.results: list[dict] = []
+
+    def note(self, text: str) -> None:
+        self.emit({"type": "note", "text": text})
 
     def __call__(self, event: dict) -> None:
         kind = event.get("type")
         if kind == "pass":
             self.current = self.passes[event["index"]]
             if self.current.kind == "final":
-                self.renderer.note(f"{self.current.label} into the answer")
+                self.note(f"{self.current.label} into the answer")
                 if self.current.heading:
-                    self.renderer({"type": "question", "index": self.final_index, "text": self.current.heading})
+                    self.emit({"type": "question", "index": self.final_index, "text": self.current.heading})
         elif kind == "result":
-            result = event["result"]
-            self.results.append(result)
             if self.current is not None and self.current.kind != "final":
-                self.renderer.note(f"{self.current.label} done: {_pass_summary(result)}")
+                self.note(f"{self.current.label} done: {_pass_summary(event['result'])}")
         elif kind in ("token", "answer_end"):
             if self.current is not None and self.current.kind == "final":
                 if kind == "token":
                     self.first_token_at.setdefault(self.final_index, time.perf_counter())
-                self.renderer(event)
+                self.emit(event)
         elif kind == "note" or (kind == "stage" and event.get("stage") == "loading model"):
-            self.renderer(event)
+            self.emit(event)
 
 
 def _pass_summary(result: dict) -> str:

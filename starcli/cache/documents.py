@@ -21,6 +21,7 @@ from pathlib import Path
 
 import torch
 
+from ..errors import RunError
 from .dirs import atomic_dir, file_digest, private_subdir, remove_tree
 
 DEFAULT_LIMIT_BYTES = 20 * 1024**3
@@ -28,7 +29,7 @@ _TENSORS = "kv.safetensors"
 _RECORD = "entry.json"
 
 
-class DocCacheError(RuntimeError):
+class DocCacheError(RunError):
     pass
 
 
@@ -40,7 +41,7 @@ class EntryKey:
     attention: str
     block_size: int
     anchor_size: int
-    relay: str  # tokens of the previous block each block attended to ("0": none; "…w": as a window)
+    relay: str  # tokens of the previous block each block attended to ("0": none)
     dtype: str
     world_size: int
     rank: int

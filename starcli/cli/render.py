@@ -50,17 +50,15 @@ class Renderer:
         self.progress: Progress | None = None
         self.tasks: dict[str, int] = {}
         self.stage_started: dict[str, float] = {}
-        self.extra: dict = {}  # filled by the CLI: sources, ingest timings, token counts
-        self.result: dict | None = None
         self.answer_started = False
 
     # --- stderr ---------------------------------------------------------------------------------
     def note(self, text: str) -> None:
         if not self.quiet:
-            self._stop_progress()
+            self.stop_progress()
             print(f"starcli: {text}", file=self.stderr, flush=True)
 
-    def _stop_progress(self) -> None:
+    def stop_progress(self) -> None:
         if self.progress is not None:
             self.progress.stop()
             self.progress = None
@@ -93,7 +91,7 @@ class Renderer:
         if total and done >= total:
             self.progress.remove_task(self.tasks.pop(stage))
             if not self.tasks:
-                self._stop_progress()
+                self.stop_progress()
 
     # --- stdout ---------------------------------------------------------------------------------
     def _write(self, text: str) -> None:
@@ -108,23 +106,21 @@ class Renderer:
             self.note(event["text"])
         elif kind == "question":
             if not self.json_output:
-                self._stop_progress()
+                self.stop_progress()
                 self._write(("\n" if event["index"] else "") + f"## {event['text']}\n")
         elif kind == "token":
             if not self.json_output:
-                self._stop_progress()
+                self.stop_progress()
                 self.answer_started = True
                 self._write(event["text"])
         elif kind == "answer_end":
             if not self.json_output and self.answer_started:
                 self._write("\n")
-        elif kind == "result":
-            self.result = event["result"]
+        # "result" events are the caller's (run.execute returns them); nothing to show yet
 
-    def finish(self, totals: dict | None = None) -> None:
+    def finish(self, result: dict) -> None:
         """After the run: the report on stderr, or the JSON object on stdout."""
-        self._stop_progress()
-        result = {**(self.result or {}), **self.extra, **(totals or {})}
+        self.stop_progress()
         if self.json_output:
             self._write(json.dumps(result, indent=2, default=str) + "\n")
         elif not self.quiet:

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from ..errors import InputError
 
-class SourceError(Exception):
+
+class SourceError(InputError):
     """One-line user-facing message; the CLI prints it and exits 1."""
 
 

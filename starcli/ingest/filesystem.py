@@ -25,21 +25,13 @@ class NotRegularFile(OSError):
         self.kind = kind
 
 
+_KINDS = ((stat.S_ISFIFO, "FIFO"), (stat.S_ISSOCK, "socket"), (stat.S_ISCHR, "character device"),
+          (stat.S_ISBLK, "block device"), (stat.S_ISDIR, "directory"), (stat.S_ISLNK, "symlink"))
+
+
 def file_kind(mode: int) -> str:
     """Name the type of a non-regular file for messages, e.g. ``FIFO``."""
-    if stat.S_ISFIFO(mode):
-        return "FIFO"
-    if stat.S_ISSOCK(mode):
-        return "socket"
-    if stat.S_ISCHR(mode):
-        return "character device"
-    if stat.S_ISBLK(mode):
-        return "block device"
-    if stat.S_ISDIR(mode):
-        return "directory"
-    if stat.S_ISLNK(mode):
-        return "symlink"
-    return "special file"
+    return next((name for test, name in _KINDS if test(mode)), "special file")
 
 
 def read_regular_file(path: str, limit: int | None = None, follow_symlinks: bool = True) -> bytes:

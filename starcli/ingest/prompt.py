@@ -11,13 +11,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from ..errors import UsageError
+
 _DOC_MARK = "\u2063STARCLI-DOCUMENT\u2063"
 _QUESTION_MARK = "\u2063STARCLI-QUESTION\u2063"
 # Between the document and the question inside the user turn.
 SEPARATOR = "\n\n"
 
 
-class PromptError(ValueError):
+class PromptError(UsageError):
     pass
 
 

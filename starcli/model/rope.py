@@ -15,6 +15,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from ..errors import UsageError
+
 SUPPORTED = ("yarn", "linear")
 # ``--rope-scaling none``: never stretch, refuse inputs over the trained window as before.
 NONE = "none"
@@ -26,7 +28,7 @@ DEFAULT_MODEL_MAX_FACTOR = 4.0
 _FACTOR_STEP = 0.25
 
 
-class RopeScalingError(ValueError):
+class RopeScalingError(UsageError):
     """A one-line reason the scaling cannot be used."""
 
 

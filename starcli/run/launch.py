@@ -20,15 +20,17 @@ import tempfile
 import threading
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Callable
 
-from .session import Batch, Job
+from ..errors import RunError
+from .settings import Batch, Job
 
 # How long the CLI waits for ranks to finish after one of them reported an error.
 _SHUTDOWN_GRACE_S = 10.0
 
 
-class LaunchError(RuntimeError):
+class LaunchError(RunError):
     pass
 
 
@@ -48,22 +50,44 @@ def free_port(host: str = "127.0.0.1") -> int:
         return s.getsockname()[1]
 
 
-def torchrun_command(options: LaunchOptions, job_path: str, events: str) -> list[str]:
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", str(options.nprocs), "--max-restarts", "0"]
-    if options.nnodes > 1:
-        if not options.rdzv_endpoint or ":" not in options.rdzv_endpoint:
+def rank_environment(nprocs: int) -> dict[str, str]:
+    """The ranks' environment: this one, unbuffered, the CPU's threads shared among the ranks, and
+    this starcli first on the import path (the ranks run the code that launched them)."""
+    threads = os.environ.get("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // nprocs)))
+    package_root = str(Path(__file__).resolve().parents[2])
+    path = os.pathsep.join(p for p in (package_root, os.environ.get("PYTHONPATH")) if p)
+    return {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": threads, "PYTHONPATH": path}
+
+
+def torchrun_command(nprocs: int, module_argv: list[str], nnodes: int = 1, node_rank: int = 0,
+                     rdzv_endpoint: str | None = None) -> list[str]:
+    """``python -m torch.distributed.run ... -m MODULE ARGS``: ``nprocs`` ranks on this node."""
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", str(nprocs), "--max-restarts", "0"]
+    if nnodes > 1:
+        if not rdzv_endpoint or ":" not in rdzv_endpoint:
             raise LaunchError("--nnodes > 1 needs --rdzv-endpoint HOST:PORT (node 0's address, the same on every node)")
-        host, port = options.rdzv_endpoint.rsplit(":", 1)
+        host, port = rdzv_endpoint.rsplit(":", 1)
         # static rendezvous: node 0 hosts it, and node r's ranks come after node r-1's, so global
         # rank 0 (which streams the answer) is always on node 0
-        cmd += ["--nnodes", str(options.nnodes), "--node-rank", str(options.node_rank),
-                "--master-addr", host, "--master-port", port]
+        cmd += ["--nnodes", str(nnodes), "--node-rank", str(node_rank), "--master-addr", host, "--master-port", port]
     else:
         # one node: rendezvous only on loopback, on a port nobody else chose
         cmd += ["--nnodes", "1", "--master-addr", "127.0.0.1", "--master-port", str(free_port())]
-    cmd += ["-m", "starcli.run.worker", "--job", job_path, "--device", options.device,
-            "--timeout", str(options.timeout_s), "--events", events]
-    return cmd
+    return cmd + module_argv
+
+
+def start_torchrun(cmd: list[str], env: dict[str, str], **popen) -> subprocess.Popen:
+    """torchrun in a process group of its own, which ``end_process_group`` ends as a whole."""
+    return subprocess.Popen(cmd, env=env, start_new_session=True, **popen)
+
+
+def _worker_command(options: LaunchOptions, job_path: str, events: str) -> list[str]:
+    return torchrun_command(
+        options.nprocs,
+        ["-m", "starcli.run.worker", "--job", job_path, "--device", options.device, "--timeout", str(options.timeout_s),
+         "--events", events],
+        options.nnodes, options.node_rank, options.rdzv_endpoint,
+    )
 
 
 class _EventServer:
@@ -119,7 +143,7 @@ class _EventServer:
         self.sock.close()
 
 
-def _end_process_group(proc: subprocess.Popen) -> None:
+def end_process_group(proc: subprocess.Popen) -> None:
     """Stop torchrun and its ranks (the process group we created for it)."""
     if proc.poll() is not None:
         return
@@ -176,14 +200,11 @@ def run_distributed(job: Job | Batch, options: LaunchOptions, emit: Callable[[di
     fd = os.open(job_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(fd, "w") as f:
         json.dump(job.to_json(), f)
-    env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // options.nprocs)))}
     proc = None
     try:
         with open(log_path, "w") as log:
-            proc = subprocess.Popen(
-                torchrun_command(options, job_path, server.address),
-                stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True,
-            )
+            proc = start_torchrun(_worker_command(options, job_path, server.address), rank_environment(options.nprocs),
+                                  stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT)
             error_seen_at = None
             while proc.poll() is None:
                 if server.failure is not None:
@@ -193,7 +214,7 @@ def run_distributed(job: Job | Batch, options: LaunchOptions, emit: Callable[[di
                 if error_seen_at is not None and time.monotonic() - error_seen_at > _SHUTDOWN_GRACE_S:
                     break
                 time.sleep(0.05)
-        _end_process_group(proc)
+        end_process_group(proc)
         server.close()
         if server.failure is not None:
             raise server.failure
@@ -202,7 +223,7 @@ def run_distributed(job: Job | Batch, options: LaunchOptions, emit: Callable[[di
                 raise LaunchError(_describe_failure(server, f.read(), proc.returncode))
     finally:
         if proc is not None:
-            _end_process_group(proc)
+            end_process_group(proc)
         server.close()
         for name in (job_path, log_path):
             if os.path.exists(name):

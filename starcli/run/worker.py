@@ -14,8 +14,9 @@ import socket
 import sys
 import traceback
 
-from .session import Batch, job_from_json, run_batch, run_job
 from ..star.comm import init_comm
+from .rank import run_batch, run_job
+from .settings import Batch, job_from_json
 
 
 class _EventSink:
@@ -49,9 +50,9 @@ def main(argv: list[str] | None = None) -> int:
             from ..cli.render import Renderer
 
             emit = Renderer()
-        (run_batch if isinstance(job, Batch) else run_job)(job, comm, emit)
+        result = (run_batch if isinstance(job, Batch) else run_job)(job, comm, emit)
         if sink is None and comm.rank == 0:
-            emit.finish()
+            emit.finish(result[-1] if isinstance(job, Batch) else result)
         # Leave the process group together: a rank that tears its connections down while a
         # peer's last operation is in flight (rank 0 still receiving the gathered statistics)
         # can make that peer abort.

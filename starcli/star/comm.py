@@ -14,12 +14,14 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
+from ..errors import RunError
+
 # Collectives fail after this long instead of the library default (many minutes): a dead or hung
 # rank then ends the whole run promptly.
 DEFAULT_TIMEOUT_S = 120.0
 
 
-class CommError(RuntimeError):
+class CommError(RunError):
     pass
 
 

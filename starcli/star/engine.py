@@ -13,17 +13,14 @@ from typing import Callable
 
 import torch
 
+from ..errors import RunError
 from . import attention, split_kv
 from .attention import AttentionState, BlocksStep, DenseChunkStep, GenerateStep, RingStep
 from .comm import Comm
 from .graphs import DecodeStep
 from .kernels import resolve_kernel
-from .partition import Partition, plan_dense, plan_star
+from .partition import DEFAULT_PASS_TOKENS, Partition, plan_dense, plan_star
 from .sampling import SamplingParams, make_generator, sample_next
-
-# A forward pass holds at most this many document tokens (but always at least one whole block):
-# bounds activation memory without making passes too small to run at full speed.
-DEFAULT_PASS_TOKENS = 32768
 
 # How phase 2 decodes: "graph" replays the fixed-shape one-token step as a CUDA graph (the fast
 # path on CUDA); "static" runs that same fixed-shape step without capture (what the graph
@@ -38,7 +35,7 @@ _WARMUP_TOKENS = 2048
 _WARMED_DEVICES: set[torch.device] = set()
 
 
-class EngineError(RuntimeError):
+class EngineError(RunError):
     pass
 
 

@@ -25,6 +25,7 @@ from typing import Callable
 
 import torch
 
+from ..errors import UsageError
 from .merge import merge_partials, merge_stacked
 
 KERNELS = ("auto", "flash-attn", "cudnn", "flash-sdpa", "cpu-flash", "math")
@@ -33,7 +34,7 @@ KERNELS = ("auto", "flash-attn", "cudnn", "flash-sdpa", "cpu-flash", "math")
 _MATH_QUERY_CHUNK = 1024
 
 
-class KernelError(RuntimeError):
+class KernelError(UsageError, RuntimeError):
     pass
 
 

@@ -12,14 +12,19 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from ..errors import UsageError
+
 BLOCK_MULTIPLE = 128
+# A forward pass of phase 1 holds at most this many document tokens (but always at least one whole
+# block): bounds activation memory without making passes too small to run at full speed.
+DEFAULT_PASS_TOKENS = 32768
 # Tokens of the previous block whose cached KV each block also attends to. None: the whole previous
 # block when the blocks come from the default rule (the configuration that keeps star within 5% of
 # dense on the default model, docs/accuracy.md), none with explicit block sizes (chosen for speed).
 DEFAULT_RELAY = None
 
 
-class PartitionError(ValueError):
+class PartitionError(UsageError):
     """Invalid block/anchor/rank settings, with a one-line message for the user."""
 
 

@@ -131,7 +131,6 @@ def render_usage() -> str:
     group = typer.main.get_command(app)
     out = [INTRO]
     with typer.Context(group) as ctx:
-        # get_command, not group.commands: bench and eval are loaded on demand
         commands = [(name, group.get_command(ctx, name)) for name in group.list_commands(ctx)]
     for name, command in commands:
         if command is None or command.hidden:

@@ -10,10 +10,11 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from ...errors import InputError
 from .tasks import Sample
 
 
-class EvalDataError(ValueError):
+class EvalDataError(InputError, ValueError):
     """A data file cannot be used; the message is one line naming the file and line."""
 
 

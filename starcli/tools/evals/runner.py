@@ -15,14 +15,12 @@ from typing import Callable, Iterable
 
 import torch
 
-from ...ingest.prompt import build_prompt, stop_token_ids
-from ...star.engine import StarEngine
-from ...star.partition import DEFAULT_RELAY, PartitionError, plan_partition
+from ...ingest.prompt import build_prompt
+from ...app.checks import check_star_options
+from ...errors import UsageError
+from ...star.partition import DEFAULT_RELAY
 from .data import score
 from .tasks import FAMILIES, TASKS, Sample, family_of
-
-ATTENTIONS = ("dense", "star", "ring")
-
 
 @dataclass(frozen=True)
 class EvalConfig:
@@ -46,54 +44,33 @@ def make_configs(configs: Iterable) -> list[EvalConfig]:
     out: list[EvalConfig] = []
     for item in configs:
         config = item if isinstance(item, EvalConfig) else EvalConfig(*item)
-        if config.attention not in ATTENTIONS:
-            raise PartitionError(f"unknown attention {config.attention!r}: choose {', '.join(ATTENTIONS)}")
-        for name in ("block_size", "anchor_size"):
-            value = getattr(config, name)
-            if value is not None and value <= 0:
-                raise PartitionError(f"{name.replace('_', ' ')} must be a positive number of tokens, got {value}")
-        if config.relay is not None and config.relay < 0:
-            raise PartitionError(f"relay must not be negative, got {config.relay}")
+        check_star_options(config.attention, config.block_size, config.anchor_size, config.relay)
         if config.attention != "star":
             config = EvalConfig(config.attention)  # block and anchor mean nothing to the exact modes
         if config not in out:
             out.append(config)
     if not out:
-        raise PartitionError("no attention configuration to evaluate")
+        raise UsageError("no attention configuration to evaluate")
     return out
 
 
-def run_eval(
-    model,
-    tokenizer,
-    samples: list[Sample],
-    configs: Iterable,
-    comm=None,
-    kernel: str = "auto",
-    on_sample: Callable[[dict], None] | None = None,
-) -> dict:
-    """Every sample under every config; returns JSON-ready ``{"configs", "samples", "tasks",
-    "families", "averages", "ratios"}`` (see ``aggregate``).
-
-    ``model`` must be loaded with ``attn_implementation="star"``. Under several ranks every rank
-    calls this with the same samples; ``on_sample(record)`` is called on rank 0 only.
+def run_eval(session, samples: list[Sample], configs: Iterable, on_sample: Callable[[dict], None] | None = None) -> dict:
+    """Every sample under every config on ``session`` (a ``run.session.Session`` with a tokenizer);
+    returns JSON-ready ``{"configs", "samples", "tasks", "families", "averages", "ratios"}`` (see
+    ``aggregate``). Under several ranks every rank calls this with the same samples;
+    ``on_sample(record)`` is called on rank 0 only.
     """
     configs = make_configs(configs)
-    engine = StarEngine(model, comm, kernel=kernel)
-    comm = engine.comm
-    stops = stop_token_ids(tokenizer, model.config)
+    tokenizer, comm = session.tokenizer, session.comm
     records: list[dict] = []
     for sample in samples:
         prompt = build_prompt(tokenizer, sample.context, sample.question)
         doc = torch.tensor(prompt.document_ids, dtype=torch.long)
         for config in configs:
-            partition = plan_partition(config.attention, doc.numel(), comm.world_size, config.block_size,
-                                       config.anchor_size, relay=config.relay)
+            partition = session.plan(doc.numel(), config.attention, config.block_size, config.anchor_size, config.relay)
             start = time.perf_counter()
-            engine.encode_context(doc, partition)
-            tokens, stats = engine.answer(
-                prompt.question_ids, max_new_tokens=sample.max_new_tokens, stop_token_ids=stops
-            )
+            session.encode(doc, partition)
+            tokens, stats = session.answer(prompt.question_ids, max_new_tokens=sample.max_new_tokens)
             seconds = time.perf_counter() - start
             # the whole answer at once: no half characters to hold back, no stop strings to cut
             output = tokenizer.decode(tokens, skip_special_tokens=True).rstrip("\ufffd")

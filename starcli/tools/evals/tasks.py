@@ -16,10 +16,11 @@ import string
 from dataclasses import asdict, dataclass
 from typing import Callable
 
+from ...errors import UsageError
 from .words import CITIES, FILLER_SENTENCES, FIRST_NAMES, HOBBIES, LAST_NAMES, OCCUPATIONS, WORDS
 
 
-class TaskError(ValueError):
+class TaskError(UsageError):
     """A task cannot be generated as asked; the message is one line for the user."""
 
 

@@ -1,0 +1,66 @@
+"""``chat``: encode the input once, then answer questions read one at a time (one process).
+
+Follow-ups keep the conversation: earlier turns stay in the session's tail KV, until the
+conversation no longer fits the window and a fresh one starts from the document.
+"""
+
+from __future__ import annotations
+
+from typing import IO, Callable
+
+from ..errors import InputError, UsageError
+from ..ingest.prompt import build_prompt, followup_ids, question_text
+from . import checks
+from .ask import Emit, model_and_tokenizer, stage, note, read_input
+from .requests import AskRequest
+from .window import model_config, model_window
+
+# room kept for a question when checking that the document leaves space for a conversation
+_QUESTION_ROOM = 32
+
+
+def chat(request: AskRequest, emit: Emit, read_line: Callable[[], str | None], stdin: IO[bytes] | None = None) -> None:
+    import torch
+
+    from ..run.session import Session
+    from ..star.comm import Comm
+
+    settings = request.settings
+    checks.read_rope_scaling(request)
+    checks.check_settings(settings)
+    checks.check_ingest(request.ingest)
+    if (request.placement.procs or 1) > 1 or (request.placement.gpus or 1) > 1:
+        raise UsageError("chat runs in one process; use `starcli ask -q ... -q ...` on several ranks")
+    document = read_input(request.sources, request.ingest, emit, stdin)
+    spec, tokenizer = model_and_tokenizer(settings, emit)
+    doc_ids = build_prompt(tokenizer, document.render(), "?").document_ids
+    limit = model_window(model_config(spec.path, settings.trust_remote_code), settings, None).limit
+    if limit and len(doc_ids) + settings.max_new_tokens + _QUESTION_ROOM > limit:
+        raise InputError(
+            f"the input is too long for the model: {len(doc_ids)} document tokens + room for a question and "
+            f"{settings.max_new_tokens} answer tokens > {limit} positions; use a smaller input or a lower --max-new-tokens"
+        )
+    comm = Comm(device=torch.device("cuda", 0) if settings.device == "cuda" else torch.device("cpu"))
+    stage(emit, "loading model", 0)
+    session = Session.load(settings, str(spec.path), comm, tokenizer=tokenizer)
+    stage(emit, "loading model", 1)
+    partition = session.plan(len(doc_ids), settings.attention, settings.block_size, settings.anchor_size, settings.relay)
+    encode, _ = session.encode(doc_ids, partition, lambda done, total: stage(emit, "encoding blocks", done, total))
+    note(emit, f"encoded {len(doc_ids)} document tokens in {encode.seconds:.2f} s; ask away (/exit or Ctrl-D to leave)")
+    turns = 0
+    while True:
+        line = read_line()
+        if line is None or line.strip() in ("/exit", "/quit"):
+            return
+        if not line.strip():
+            continue
+        ids = followup_ids(tokenizer, line) if turns else tokenizer(question_text(tokenizer, line.strip()), add_special_tokens=False)["input_ids"]
+        if limit and len(doc_ids) + session.engine.history + len(ids) + settings.max_new_tokens > limit:
+            note(emit, "the conversation no longer fits the model's window; starting a fresh one")
+            turns = 0
+            ids = tokenizer(question_text(tokenizer, line.strip()), add_special_tokens=False)["input_ids"]
+        tokens, stats, _ = session.stream(ids, settings, emit, keep_history=turns > 0)
+        emit({"type": "answer_end", "index": turns})
+        rate = stats.decode_tokens / stats.decode_seconds if stats.decode_seconds > 0 else 0.0
+        note(emit, f"{len(tokens)} tokens, first after {stats.prefill_seconds:.2f} s, {rate:.1f} tokens/s")
+        turns += 1

@@ -1,0 +1,44 @@
+"""Run a job, or a batch of them, in this process or on torchrun ranks.
+
+In this process the session (the loaded model) stays for the next call, so the steps of a long
+input load the model once; on ranks every call is one torchrun launch. Either way the events go
+to ``emit`` as they come, and the call returns rank 0's results.
+"""
+
+from __future__ import annotations
+
+from .launch import LaunchOptions, run_distributed
+from .settings import Batch, Job, RunSettings
+
+
+class Executor:
+    def __init__(self, settings: RunSettings, model_path: str, ranks: LaunchOptions | None = None, tokenizer=None):
+        self.settings = settings
+        self.model_path = model_path
+        self.ranks = ranks  # None: this process alone
+        self.tokenizer = tokenizer  # already loaded by the caller: the session reuses it
+        self.session = None
+
+    def __call__(self, work: Job | Batch, emit) -> list[dict]:
+        results: list[dict] = []
+
+        def collect(event: dict) -> None:
+            if event.get("type") == "result":
+                results.append(event["result"])
+            emit(event)
+
+        if self.ranks is not None:
+            run_distributed(work, self.ranks, collect)
+            return results
+        import torch
+
+        from ..star.comm import Comm
+        from .rank import run_batch, run_job
+        from .session import Session
+
+        comm = Comm(device=torch.device("cuda", 0) if self.settings.device == "cuda" else torch.device("cpu"))
+        if self.session is None:
+            emit({"type": "stage", "stage": "loading model", "done": 0, "total": 1})
+            self.session = Session.load(self.settings, self.model_path, comm, tokenizer=self.tokenizer)
+        (run_batch if isinstance(work, Batch) else run_job)(work, comm, collect, self.session)
+        return results
