@@ -5,7 +5,7 @@
 set -uo pipefail
 OUT=${OUT:-gpu-out}
 mkdir -p "$OUT"
-export PYTHONPATH=$PWD PYTHONUNBUFFERED=1
+export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH} PYTHONUNBUFFERED=1
 if [ -z "${MODEL:-}" ]; then
   MODEL=/tmp/random-qwen05b
   [ -d $MODEL ] || python3 -m starcli.tools.random_model --shape qwen2.5-0.5b --out $MODEL --max-positions 65536 --device cuda
