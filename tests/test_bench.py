@@ -296,3 +296,16 @@ def test_cell_that_cannot_fit_is_not_run(monkeypatch, capsys, one_thread):
 
 def test_the_help_names_every_shape():
     assert BENCH_SHAPES == tuple(SHAPES)
+
+
+def test_a_random_model_folder_loads_through_the_session(tmp_path):
+    from starcli.run.session import Session
+    from starcli.run.settings import RunSettings
+    from starcli.star.comm import Comm
+    from starcli.tools.random_model import save_random_model
+
+    save_random_model("tiny", str(tmp_path / "tiny"), max_positions=4096)
+    session = Session.load(RunSettings(dtype="float32"), str(tmp_path / "tiny"), Comm())
+    encode, _ = session.encode([5] * 100, session.plan(100))
+    tokens, _ = session.answer([6, 7], max_new_tokens=3)
+    assert encode.tokens == 100 and len(tokens) <= 3 and session.tokenizer is not None

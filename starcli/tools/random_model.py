@@ -36,7 +36,7 @@ def save_random_model(shape: str, out: str, max_positions: int, device: str = "c
     import torch
     from transformers import AutoModelForCausalLM
 
-    from .bench import SHAPES
+    from .bench.shapes import SHAPES
 
     config = copy.deepcopy(SHAPES[shape])
     config.max_position_embeddings = max(max_positions, config.max_position_embeddings)
