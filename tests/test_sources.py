@@ -16,7 +16,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from pypdf import PdfReader, PdfWriter
 
-from starcli.ingest import Document, IngestOptions, Part, Skip, SourceError, load_sources
+from starcli.ingest.document import Document, Part, Skip
+from starcli.ingest.errors import SourceError
+from starcli.ingest.loader import load_sources
+from starcli.ingest.options import IngestOptions
 from starcli.ingest.decoding import NotText, decode, decode_text
 from starcli.ingest.gitignore import is_ignored, parse_gitignore
 

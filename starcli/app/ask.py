@@ -12,7 +12,9 @@ import time
 from typing import IO, Callable
 
 from ..errors import UsageError
-from ..ingest import Document, IngestOptions, load_sources
+from ..ingest.document import Document
+from ..ingest.loader import load_sources
+from ..ingest.options import IngestOptions
 from ..ingest.prompt import build_prompt
 from ..run.settings import Job, RunSettings
 from . import checks

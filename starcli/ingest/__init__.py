@@ -1,13 +1,8 @@
-"""Ingestion: turn what the user gave (files, directories, PDFs, ``-``) into a Document.
+"""Ingestion: turn what the user gave (files, directories, PDFs, ``-``) into a ``Document``
+(``loader.load_sources``, rendered with ``Document.render``), and a document and a question into
+the model's prompt (``prompt``). Every failure meant for the user is a ``SourceError`` whose
+message fits on one line.
 
-The CLI calls :func:`load_sources` and renders the result with
-:meth:`Document.render`; every failure meant for the user is a
-:class:`SourceError` whose message fits on one line.
+Nothing is imported here: the prompt builder (used on every rank) must not pull in the PDF and
+encoding libraries that only reading sources needs.
 """
-
-from .document import Document, Part, Skip
-from .errors import SourceError
-from .loader import load_sources
-from .options import IngestOptions
-
-__all__ = ["Document", "IngestOptions", "Part", "Skip", "SourceError", "load_sources"]
