@@ -13,13 +13,8 @@ from typing import Annotated, Optional
 import typer
 
 from .boundary import run_command
-from .options import (AnswerOptions, Cache, Debug, Device, DeviceOptions, Gpus, InputOptions, JsonOut, Model,
-                      ModelOptions, Nnodes, OutputOptions, PlacementOptions, Procs, Quiet, StarOptions, Timeout,
-                      Truncate, WindowLimit, run_settings, uses)
-
-# the groups of a command that reads a document and answers: ask and summarize
-_RUN_GROUPS = dict(model=ModelOptions, star=StarOptions, device=DeviceOptions, answer=AnswerOptions,
-                   inputs=InputOptions, placement=PlacementOptions, output=OutputOptions)
+from .options import (AnswerOptions, AskOptions, Cache, Debug, Device, DeviceOptions, Gpus, InputOptions, JsonOut, Model,
+                      ModelOptions, Nnodes, Procs, Quiet, StarOptions, Timeout, Truncate, WindowLimit, run_settings, uses)
 
 
 def _stdin_sources(sources: list[str]) -> list[str]:
@@ -33,35 +28,27 @@ def _stdin_sources(sources: list[str]) -> list[str]:
     raise UsageError("no input: name files or directories, or pipe text in (e.g. `git diff | starcli ask \"...\"`)")
 
 
-def _run_request(sources: list[str], questions: list[str], groups: dict, *, truncate: bool, cache: bool, window: int | None,
-         long: str, words: int | None = None) -> None:
-    """ask and summarize: one request, run and reported. ``groups``: the command's option groups."""
+def _run_request(options: AskOptions, sources: list[str], questions: list[str], *, cache: bool, **fields) -> None:
+    """ask and summarize: one request, run and reported."""
     from ..app.ask import ask
-    from ..app.requests import AskRequest
 
     sources = _stdin_sources(sources)
-    request = AskRequest(
-        sources, questions,
-        run_settings(groups["model"], groups["star"], groups["device"], groups["answer"], cache=cache),
-        groups["inputs"].ingest(), groups["placement"].placement(), truncate, long=long, words=words, window=window,
-    )
-    renderer = groups["output"].renderer()
-    result = ask(request, renderer, sys.stdin.buffer if "-" in sources else None)
+    renderer = options.output.renderer()
+    result = ask(options.request(sources, questions, cache=cache, **fields), renderer,
+                 sys.stdin.buffer if "-" in sources else None)
     if result:
         renderer.finish(result)
 
 
-@uses(**_RUN_GROUPS)
+@uses(options=AskOptions)
 def ask(
     args: Annotated[list[str], typer.Argument(metavar="SOURCE... QUESTION", help="Files, directories or - for stdin, then the question.", show_default=False)],
     question: Annotated[Optional[list[str]], typer.Option("--question", "-q", help="A question (repeatable); then every argument is a source.")] = None,
     truncate: Truncate = False, cache: Cache = False,
     long: Annotated[str, typer.Option("--long", help="Input longer than the window: refuse (with both sizes and the choices) or map (answer each window-sized section, then combine the answers).")] = "refuse",
-    window: WindowLimit = None, debug: Debug = False, *, model: ModelOptions, star: StarOptions, device: DeviceOptions,
-    answer: AnswerOptions, inputs: InputOptions, placement: PlacementOptions, output: OutputOptions,
+    window: WindowLimit = None, debug: Debug = False, *, options: AskOptions,
 ):
     """Answer a question about files, a repository, a PDF or piped text."""
-    groups = dict(model=model, star=star, device=device, answer=answer, inputs=inputs, placement=placement, output=output)
     def body():
         from ..errors import UsageError
 
@@ -71,29 +58,27 @@ def ask(
             raise UsageError("missing the question (the last argument)")
         else:
             sources, questions = list(args[:-1]), [args[-1]]
-        _run_request(sources, questions, groups, truncate=truncate, cache=cache, window=window, long=long)
+        _run_request(options, sources, questions, cache=cache, truncate=truncate, window=window, long=long)
 
     run_command(debug, body)
 
 
-@uses(defaults={"max_new_tokens": 768}, **_RUN_GROUPS)
+@uses(defaults={"max_new_tokens": 768}, options=AskOptions)
 def summarize(
     sources: Annotated[Optional[list[str]], typer.Argument(help="Files, directories, PDFs, or - for stdin.", show_default=False)] = None,
     words: Annotated[Optional[int], typer.Option(help="Rough length of the summary in words.")] = None,
     truncate: Truncate = False, cache: Cache = False, window: WindowLimit = None, debug: Debug = False, *,
-    model: ModelOptions, star: StarOptions, device: DeviceOptions, answer: AnswerOptions, inputs: InputOptions,
-    placement: PlacementOptions, output: OutputOptions,
+    options: AskOptions,
 ):
     """Summarize the whole input; input longer than the window is summarized section by section, then the section summaries are combined."""
-    groups = dict(model=model, star=star, device=device, answer=answer, inputs=inputs, placement=placement, output=output)
     def body():
         from ..app.longdoc import summary_question
         from ..errors import UsageError
 
         if words is not None and words < 1:
             raise UsageError(f"--words must be positive, got {words}")
-        _run_request(list(sources or []), [summary_question(words)], groups, truncate=truncate, cache=cache, window=window,
-             long="summary", words=words)
+        _run_request(options, list(sources or []), [summary_question(words)], cache=cache, truncate=truncate,
+                     window=window, long="summary", words=words)
 
     run_command(debug, body)
 

@@ -122,6 +122,44 @@ def run_settings(model: ModelOptions, star: StarOptions, device: DeviceOptions, 
     )
 
 
+@dataclass
+class AskOptions:
+    """Every group of a command that reads a document and answers it (ask, summarize)."""
+
+    model: ModelOptions
+    star: StarOptions
+    device: DeviceOptions
+    answer: AnswerOptions
+    inputs: InputOptions
+    placement: PlacementOptions
+    output: OutputOptions
+
+    def request(self, sources: list[str], questions: list[str], *, cache: bool, **fields):
+        """The ``AskRequest`` these options describe; ``fields``: the command's own (truncate, long, ...)."""
+        from ..app.requests import AskRequest
+
+        return AskRequest(sources, questions, run_settings(self.model, self.star, self.device, self.answer, cache=cache),
+                          self.inputs.ingest(), self.placement.placement(), **fields)
+
+
+def _leaves(group: type) -> list[tuple[str, object, object]]:
+    """(name, annotation, default) of every option in ``group``, its nested groups' included."""
+    hints = typing.get_type_hints(group, include_extras=True)
+    out = []
+    for field in dataclasses.fields(group):
+        if dataclasses.is_dataclass(hints[field.name]):
+            out += _leaves(hints[field.name])
+        else:
+            out.append((field.name, hints[field.name], field.default))
+    return out
+
+
+def _build(group: type, values: dict):
+    hints = typing.get_type_hints(group, include_extras=True)
+    return group(**{f.name: _build(hints[f.name], values) if dataclasses.is_dataclass(hints[f.name]) else values[f.name]
+                    for f in dataclasses.fields(group)})
+
+
 def uses(defaults: dict | None = None, **groups: type) -> Callable:
     """Give a command the option groups ``groups`` (parameter name -> group class)."""
     defaults = defaults or {}
@@ -131,20 +169,15 @@ def uses(defaults: dict | None = None, **groups: type) -> Callable:
         hints = typing.get_type_hints(command, include_extras=True)
         own = [p.replace(annotation=hints.get(name, p.annotation)) for name, p in signature.parameters.items()
                if name not in groups]
-        added, fields_of = [], {}
-        for name, group in groups.items():
-            field_hints = typing.get_type_hints(group, include_extras=True)
-            fields_of[name] = [f.name for f in dataclasses.fields(group)]
-            for field in dataclasses.fields(group):
-                default = defaults.get(field.name, field.default)
-                added.append(inspect.Parameter(field.name, inspect.Parameter.KEYWORD_ONLY, default=default,
-                                               annotation=field_hints[field.name]))
+        leaves = {name: _leaves(group) for name, group in groups.items()}
+        added = [inspect.Parameter(leaf, inspect.Parameter.KEYWORD_ONLY, default=defaults.get(leaf, default), annotation=kind)
+                 for name in groups for leaf, kind, default in leaves[name]]
 
         @functools.wraps(command)
         def with_groups(*args, **kwargs):
             # every group's values first: a group may share its name with a field of its own (--model)
-            values = {name: {field: kwargs.pop(field) for field in fields_of[name]} for name in groups}
-            return command(*args, **kwargs, **{name: groups[name](**values[name]) for name in groups})
+            values = {name: {leaf: kwargs.pop(leaf) for leaf, _, _ in leaves[name]} for name in groups}
+            return command(*args, **kwargs, **{name: _build(groups[name], values[name]) for name in groups})
 
         parameters = own + added
         with_groups.__signature__ = signature.replace(parameters=parameters)

@@ -55,6 +55,12 @@ def available(device: torch.device) -> bool:
 
 if triton is not None:
 
+    @triton.jit
+    def _rows_of(bh, tile, kv_heads, rows, BLOCK_M: tl.constexpr):
+        """Program ``bh``'s batch and KV head, and the query rows of its ``tile`` (with their mask)."""
+        row = tile * BLOCK_M + tl.arange(0, BLOCK_M)
+        return bh // kv_heads, bh % kv_heads, row, row < rows
+
     # lengths change from call to call: one compiled kernel for all of them, not one per divisibility
     @triton.jit(do_not_specialize=["n_valid", "split_base"])
     def _partials(q_ptr, k_ptr, v_ptr, out_ptr, lse_ptr, valid_ptr,
@@ -64,11 +70,7 @@ if triton is not None:
                   VALID_ON_DEVICE: tl.constexpr, CAUSAL: tl.constexpr, PRECISION: tl.constexpr):
         bh = tl.program_id(0)
         split = tl.program_id(1)
-        tile = tl.program_id(2)
-        b = bh // kv_heads
-        h = bh % kv_heads
-        row = tile * BLOCK_M + tl.arange(0, BLOCK_M)
-        row_ok = row < rows
+        b, h, row, row_ok = _rows_of(bh, tl.program_id(2), kv_heads, rows, BLOCK_M)
         group = row // queries  # the query head within this KV head's group
         query = row % queries
         dims = tl.arange(0, HEAD_DIM)
@@ -118,11 +120,7 @@ if triton is not None:
                kv_heads, queries, rows, total_splits,
                HEAD_DIM: tl.constexpr, BLOCK_M: tl.constexpr):
         bh = tl.program_id(0)
-        tile = tl.program_id(1)
-        b = bh // kv_heads
-        h = bh % kv_heads
-        row = tile * BLOCK_M + tl.arange(0, BLOCK_M)
-        row_ok = row < rows
+        b, h, row, row_ok = _rows_of(bh, tl.program_id(1), kv_heads, rows, BLOCK_M)
         dims = tl.arange(0, HEAD_DIM)
         m = tl.full([BLOCK_M], float("-inf"), tl.float32)
         for split in range(0, total_splits):
