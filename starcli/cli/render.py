@@ -168,7 +168,8 @@ def report_lines(r: dict) -> list[str]:
         label = f"answer {i + 1}" if len(answers) > 1 else "answer"
         parts = [f"first token {_seconds(a.get('time_to_first_token_s'))}"]
         if a.get("decode_tokens_per_s"):
-            mode = f" ({a['decode_mode']})" if a.get("decode_mode") else ""
+            mode = ", ".join(x for x in (a.get("decode_mode"), "int8 weights" if r.get("decode_weights") == "int8" else None) if x)
+            mode = f" ({mode})" if mode else ""
             parts.append(f"decode {a['decode_tokens_per_s']:.1f} tokens/s{mode}")
         if a.get("capture_s"):
             parts.append(f"graph capture {_seconds(a['capture_s'])}")

@@ -88,6 +88,7 @@ def run_job(job: Job, comm: Comm, emit: Emit, session: Session | None = None) ->
         "dtype_choice": _dtype_choice(job, comm.device.type),
         "device": comm.device.type,
         "kernel": session.engine.kernel,
+        "decode_weights": "int8" if session.int8_decode else None,  # None: the weights as loaded
         "attention": settings.attention,
         "block_size": partition.block_size,
         "anchor_size": partition.anchor_size,

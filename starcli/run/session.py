@@ -40,12 +40,25 @@ class CacheIdentity:
     sources: tuple[str, ...] = ()  # the parts' paths, shown by `cache ls`
 
 
+def _int8_decode(model) -> bool:
+    """CPU decoding in bfloat16 reads int8 copies of the weights (``model.decode_weights``): decode
+    is bound by the bytes it reads there. float32 stays the exact reference, and GPUs decode from
+    the weights themselves."""
+    from ..model import decode_weights
+
+    if model.device.type != "cpu" or model.dtype != torch.bfloat16 or not decode_weights.available():
+        return False
+    decode_weights.int8_for_decode(model)
+    return True
+
+
 class Session:
     def __init__(self, model, tokenizer, comm: Comm, *, kernel: str = "auto", pass_tokens: int = DEFAULT_PASS_TOKENS,
                  eager: bool = False, warm_up: bool = True, load_seconds: float = 0.0):
         self.model = model
         self.tokenizer = tokenizer
         self.comm = comm
+        self.int8_decode = _int8_decode(model)
         self.engine = StarEngine(model, comm, kernel=kernel, pass_tokens=pass_tokens, decode="eager" if eager else "auto")
         self.load_seconds = load_seconds
         # once per process: a later session in the same process finds it done (0 s)

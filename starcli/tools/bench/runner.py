@@ -13,6 +13,7 @@ from typing import Any, Callable, Optional
 
 import torch
 
+from ...model.decode_weights import full_weights
 from ...run.session import Session
 from ...star import attention
 from ...star.comm import Comm
@@ -214,7 +215,7 @@ class _Runner:
         try:
             _sync(self.device)
             start = time.perf_counter()
-            with torch.inference_mode():
+            with torch.inference_mode(), full_weights(self.model):
                 call(ids)
             _sync(self.device)
             return start, None
