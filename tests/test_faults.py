@@ -138,6 +138,10 @@ def _setup(case: str, work: Path, tiny_model_dir: Path) -> list[str]:
     if case == "--anchor-size over the block":
         (work / "doc.txt").write_text("hello " * 300)
         return ["ask", str(work / "doc.txt"), q, "--block-size", "128", "--anchor-size", "256", "--model", str(tiny_model_dir)]
+    if case == "--anchor-size over the block, long input on two ranks":
+        (work / "long.txt").write_text("hello " * 1000)  # over the tiny model's 2048 positions: read in passes
+        return ["ask", str(work / "long.txt"), q, "--long", "map", "--block-size", "128", "--anchor-size", "256",
+                "--procs", "2", "--model", str(tiny_model_dir)]
     if case == "--top-p 0":
         (work / "doc.txt").write_text("hello")
         return ["ask", str(work / "doc.txt"), q, "--top-p", "0"]
@@ -181,6 +185,7 @@ CASES = {
     "input over the window": (1, "too long"),
     "--block-size 0": (2, "--block-size"),
     "--anchor-size over the block": (2, "--anchor-size"),
+    "--anchor-size over the block, long input on two ranks": (2, "--anchor-size"),
     "--top-p 0": (2, "--top-p"),
     "--long unknown": (2, "--long must be"),
     "--window too small for a pass": (2, "raise --window"),

@@ -137,10 +137,3 @@ def world_size_for(placement: Placement, device: str, document_tokens: int) -> i
         return placement.gpus
     return visible if document_tokens >= MULTI_GPU_MIN_TOKENS else 1
 
-
-def check_partition(settings: RunSettings, document_tokens: int, ranks: int) -> None:
-    """The block settings against the document's length and the ranks (exit 2 if no plan fits)."""
-    from ..star.partition import plan_partition
-
-    plan_partition(settings.attention, document_tokens, ranks, settings.block_size, settings.anchor_size,
-                   relay=settings.relay)

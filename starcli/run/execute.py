@@ -20,6 +20,13 @@ class Executor:
         self.session = None
 
     def __call__(self, work: Job | Batch, emit) -> list[dict]:
+        from ..star.partition import plan_partition
+
+        world = self.ranks.nprocs * self.ranks.nnodes if self.ranks is not None else 1
+        s = self.settings
+        for job in work.jobs if isinstance(work, Batch) else [work]:
+            # block settings no plan accepts fail here, as a usage error, before any rank starts
+            plan_partition(s.attention, len(job.document_ids), world, s.block_size, s.anchor_size, relay=s.relay)
         results: list[dict] = []
 
         def collect(event: dict) -> None:
