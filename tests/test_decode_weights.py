@@ -62,6 +62,9 @@ def test_the_session_decodes_from_int8_in_bfloat16_on_the_cpu_only(tiny_star):
     assert not Session(tiny_star, None, Comm()).int8_decode  # float32: the exact reference
     session = Session(tiny_star.to(torch.bfloat16), None, Comm())
     assert session.int8_decode and isinstance(tiny_star.lm_head, Int8DecodeLinear)
+    wrapped = [m for m in tiny_star.modules() if isinstance(m, Int8DecodeLinear)]
+    assert Session(tiny_star, None, Comm()).int8_decode  # a second session on the model wraps nothing twice
+    assert [m for m in tiny_star.modules() if isinstance(m, Int8DecodeLinear)] == wrapped
     encode, _ = session.encode(list(range(3, 200)), session.plan(197, block_size=64))
     tokens, stats = session.answer([5, 6], max_new_tokens=4)
     assert encode.tokens == 197 and len(tokens) == 4

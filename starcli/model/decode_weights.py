@@ -57,8 +57,9 @@ def available() -> bool:
 def int8_for_decode(model) -> int:
     """Wrap the decoder's linear layers and the LM head in ``Int8DecodeLinear`` (CPU, bfloat16);
     returns how many were wrapped. The original weights stay: phase 1 and the KV are unchanged."""
+    # a layer already wrapped (a second session on the same model) keeps its copy
     targets = [(parent, name, child) for parent in model.modules() for name, child in parent.named_children()
-               if isinstance(child, nn.Linear)]
+               if isinstance(child, nn.Linear) and not isinstance(parent, Int8DecodeLinear)]
     for parent, name, child in targets:
         setattr(parent, name, Int8DecodeLinear(child))
     return len(targets)
