@@ -98,4 +98,3 @@ def test_the_session_decodes_from_int8_in_bfloat16_on_the_cpu_only(tiny_star):
     encode, _ = session.encode(list(range(3, 200)), session.plan(197, block_size=64))
     tokens, stats = session.answer([5, 6], max_new_tokens=4)
     assert encode.tokens == 197 and len(tokens) == 4
-

@@ -39,7 +39,7 @@ def main() -> None:
     text = "".join((ROOT / "docs" / name).read_text() for name in ("architecture.md", "benchmarks.md", "accuracy.md"))
     document = session.tokenizer(text)["input_ids"]
     question = session.tokenizer(QUESTION)["input_ids"]
-    out = open(args.out, "w")
+    out = open(args.out, "w")  # closed at exit; each row is flushed as it is written
 
     def log(row: dict) -> None:
         row["utc"] = time.strftime("%H:%M:%S", time.gmtime())
