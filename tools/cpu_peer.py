@@ -3,7 +3,9 @@
     python tools/cpu_peer.py --model <converted default model folder> --gguf <the same GGUF> \
         --llama-bench <llama.cpp's llama-bench> --out docs/bench/cpu-peer-<date>.jsonl
 
-starcli runs in this process (one session, the default dtype and decode weights); llama-bench runs
+starcli runs in this process (one session, the default dtype and decode weights; the answer goes
+through the engine on every thread, without the session's stop tokens and timed thread choice, so
+each run decodes its full 72 tokens like llama-bench's fixed count); llama-bench runs
 as a child process with 2 threads, one repetition per call. Each round: llama.cpp's 4K prompt,
 starcli's 4K document + 72 greedy tokens, llama.cpp's 32 tokens at depth 4K; then one 16K prompt
 each. The document is the repository's own docs, cut to the length.
