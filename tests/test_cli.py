@@ -137,14 +137,18 @@ def test_errors_are_one_line_without_traceback(tiny_model_dir, doc, args, code, 
 
 def test_too_long_input_is_refused_then_truncated_on_request(tiny_model_dir, tmp_path):
     big = tmp_path / "big.txt"
-    big.write_text("x" * 5000)  # the tiny model has 2048 positions and one token per byte
+    # the tiny model has 2048 positions and one token per byte; as a qwen2 model it stretches itself
+    # with YaRN up to x4, so this is over even that
+    big.write_text("x" * 12000)
     refused = invoke("ask", big, "q?", *base(tiny_model_dir))
     assert refused.exit_code == 1
-    assert "too long" in refused.stderr and "2048" in refused.stderr and "--truncate" in refused.stderr
+    assert "too long" in refused.stderr and "8192" in refused.stderr and "--truncate" in refused.stderr
     cut = invoke("ask", big, "q?", *base(tiny_model_dir), "--truncate", "--json")
     assert cut.exit_code == 0, cut.stderr
     assert "--truncate: kept" in cut.stderr
-    assert json.loads(cut.stdout)["document_tokens"] + 8 <= 2048
+    data = json.loads(cut.stdout)
+    assert data["window"] == 8192 and data["rope_scaling"] == "yarn:4"  # stretched as far as documented, then cut
+    assert 8000 < data["document_tokens"] + 8 <= 8192
 
 
 def test_summarize_runs(tiny_model_dir, doc):

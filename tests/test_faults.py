@@ -130,7 +130,7 @@ def _setup(case: str, work: Path, tiny_model_dir: Path) -> list[str]:
         (work / "empty-dir").mkdir()
         return ["ask", str(work / "doc.txt"), q, "--model", str(work / "empty-dir")]
     if case == "input over the window":
-        (work / "long.txt").write_text("y" * 5000)  # byte tokenizer, 2048 positions
+        (work / "long.txt").write_text("y" * 12000)  # byte tokenizer, 2048 positions: over even YaRN x4
         return ["ask", str(work / "long.txt"), q, "--model", str(tiny_model_dir)]
     if case == "--block-size 0":
         (work / "doc.txt").write_text("hello")

@@ -310,7 +310,7 @@ def test_long_input_over_two_ranks_gives_the_single_process_result(tiny_model_di
 def test_rope_scaling_widens_the_window(tiny_model_dir, tmp_path):
     big = tmp_path / "big.txt"
     big.write_text("word " * 600)  # 3000 byte tokens: over the tiny model's 2048 positions
-    assert invoke("ask", big, "q?", *tiny(tiny_model_dir)).exit_code == 1
+    assert invoke("ask", big, "q?", *tiny(tiny_model_dir, "--rope-scaling", "none")).exit_code == 1
     result = invoke("ask", big, "q?", *tiny(tiny_model_dir, "--rope-scaling", "yarn:2", "--json"))
     assert result.exit_code == 0, result.stderr
     data = json.loads(result.stdout)
@@ -354,14 +354,15 @@ def test_real_model_summarizes_a_text_longer_than_the_window(tmp_path, real_mode
 
 
 def test_input_over_the_window_stretches_the_rope_where_the_model_allows(tiny_model_dir, tmp_path, monkeypatch):
-    """The default model stretches by the smallest factor that fits (here the tiny model stands in
-    for it, with a limit of 4); --rope-scaling none refuses as before; a model with no known limit refuses."""
+    """A model of a family that documents YaRN (the tiny model is a qwen2, limit 4) stretches by the
+    smallest factor that fits; --rope-scaling none refuses as before; a family with no known limit refuses."""
     from starcli.app import window
 
     big = tmp_path / "big.txt"
     big.write_text("word " * 600)  # 3000 byte tokens + question + 12 answer tokens: over 2048 positions
-    assert invoke("ask", big, "q?", *tiny(tiny_model_dir)).exit_code == 1  # no known limit: refused
-    monkeypatch.setattr(window, "automatic_stretch_limit", lambda spec: 4.0)
+    with monkeypatch.context() as unknown_family:
+        unknown_family.setattr(window, "YARN_FAMILIES", {})
+        assert invoke("ask", big, "q?", *tiny(tiny_model_dir)).exit_code == 1  # no known limit: refused
     result = invoke("ask", big, "q?", *tiny(tiny_model_dir, "--json"))
     assert result.exit_code == 0, result.stderr
     data = json.loads(result.stdout)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import socket
@@ -18,9 +19,11 @@ import torch
 
 from starcli.cache import dirs as cache_dir
 from starcli.model import resolve as models
-from starcli.model import convert, dtypes, listing, load
+from starcli.model import convert, dtypes, embedded, listing, load
 from starcli.errors import UsageError
 from starcli.model.resolve import DEFAULT_MODEL_NAME, ModelError, ModelSpec
+
+from .tiny import fake_default_parts, write_tiny_qwen2_gguf
 
 # --------------------------------------------------------------------------------------------
 # fixtures and builders
@@ -100,105 +103,9 @@ def tiny_qwen(tmp_path_factory) -> Path:
     return save_tiny_model(tmp_path_factory.mktemp("tiny-qwen") / "tiny-qwen")
 
 
-def write_tiny_qwen2_gguf(path: Path) -> Path:
-    """A valid two-layer qwen2 GGUF with a byte-level BPE vocabulary and Q8_0 matrices."""
-    import gguf
-    import numpy as np
-
-    rng = np.random.default_rng(0)
-    hidden, layers, heads, kv_heads, ffn = 64, 2, 4, 2, 128
-    head_dim = hidden // heads
-    # The GPT-2 byte-to-unicode alphabet, so every byte has a token, then a few merges and the
-    # special tokens a qwen2 tokenizer expects.
-    printable = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1), *range(ord("®"), ord("ÿ") + 1)]
-    chars = printable[:]
-    extra = 0
-    for b in range(256):
-        if b not in printable:
-            chars.append(256 + extra)
-            extra += 1
-    tokens = [chr(c) for c in chars] + ["Ġt", "he", "Ġthe", "in"]
-    merges = ["Ġ t", "h e", "Ġt he", "i n"]
-    specials = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
-    types = [1] * len(tokens) + [3] * len(specials)
-    tokens += specials
-    vocab = len(tokens)
-
-    w = gguf.GGUFWriter(str(path), "qwen2")
-    w.add_name("tiny-qwen2")
-    w.add_context_length(256)
-    w.add_embedding_length(hidden)
-    w.add_block_count(layers)
-    w.add_feed_forward_length(ffn)
-    w.add_head_count(heads)
-    w.add_head_count_kv(kv_heads)
-    w.add_rope_freq_base(10000.0)
-    w.add_layer_norm_rms_eps(1e-6)
-    w.add_tokenizer_model("gpt2")
-    w.add_tokenizer_pre("qwen2")
-    w.add_token_list(tokens)
-    w.add_token_types(types)
-    w.add_token_merges(merges)
-    w.add_bos_token_id(vocab - 3)
-    w.add_eos_token_id(vocab - 1)
-    w.add_pad_token_id(vocab - 3)
-    w.add_chat_template(
-        "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
-        "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
-    )
-
-    def tensor(name: str, *shape: int, quantize: bool = False) -> None:
-        data = (rng.standard_normal(shape) * 0.02).astype(np.float32)
-        if quantize:
-            q = gguf.quants.quantize(data, gguf.GGMLQuantizationType.Q8_0)
-            w.add_tensor(name, q, raw_shape=q.shape, raw_dtype=gguf.GGMLQuantizationType.Q8_0)
-        else:
-            w.add_tensor(name, data)
-
-    tensor("token_embd.weight", vocab, hidden)
-    for i in range(layers):
-        tensor(f"blk.{i}.attn_norm.weight", hidden)
-        tensor(f"blk.{i}.ffn_norm.weight", hidden)
-        tensor(f"blk.{i}.attn_q.weight", hidden, hidden, quantize=True)
-        tensor(f"blk.{i}.attn_q.bias", hidden)
-        tensor(f"blk.{i}.attn_k.weight", kv_heads * head_dim, hidden, quantize=True)
-        tensor(f"blk.{i}.attn_k.bias", kv_heads * head_dim)
-        tensor(f"blk.{i}.attn_v.weight", kv_heads * head_dim, hidden, quantize=True)
-        tensor(f"blk.{i}.attn_v.bias", kv_heads * head_dim)
-        tensor(f"blk.{i}.attn_output.weight", hidden, hidden, quantize=True)
-        tensor(f"blk.{i}.ffn_gate.weight", ffn, hidden, quantize=True)
-        tensor(f"blk.{i}.ffn_up.weight", ffn, hidden, quantize=True)
-        tensor(f"blk.{i}.ffn_down.weight", hidden, ffn, quantize=True)
-    tensor("output_norm.weight", hidden)
-    w.write_header_to_file()
-    w.write_kv_data_to_file()
-    w.write_tensors_to_file()
-    w.close()
-    return path
-
-
 @pytest.fixture(scope="module")
 def tiny_gguf(tmp_path_factory) -> Path:
     return write_tiny_qwen2_gguf(tmp_path_factory.mktemp("tiny-gguf") / "tiny-qwen2.gguf")
-
-
-def fake_default_parts(root: Path, blob: bytes, monkeypatch, *, sha256: str | None = None) -> None:
-    """Install six importable packages carrying ``blob`` in chunks, and point the default at them."""
-    import hashlib
-
-    names = []
-    step = -(-len(blob) // 6)
-    for i in range(1, 7):
-        name = f"starcli_testparts_{root.name.replace('-', '_')}_{i}"
-        pkg = root / name
-        (pkg / "data").mkdir(parents=True)
-        (pkg / "__init__.py").write_text("raise RuntimeError('the part packages must not be imported')\n")
-        (pkg / "data" / f"part{i:02d}.bin").write_bytes(blob[(i - 1) * step : i * step])
-        names.append(name)
-    monkeypatch.syspath_prepend(str(root))
-    monkeypatch.setattr(models, "DEFAULT_PART_PACKAGES", tuple(names))
-    monkeypatch.setattr(models, "DEFAULT_GGUF_BYTES", len(blob))
-    monkeypatch.setattr(models, "DEFAULT_GGUF_SHA256", sha256 or hashlib.sha256(blob).hexdigest())
 
 
 def refuse_conversion(monkeypatch) -> None:
@@ -597,7 +504,7 @@ def test_gguf_converts_once_and_is_reused(tiny_gguf, monkeypatch):
 def test_incomplete_entry_is_rebuilt(tiny_gguf):
     spec = models.resolve_model(str(tiny_gguf))
     (spec.path / "starcli.json").unlink()
-    assert {r["kind"] for r in listing.list_models()} == {"default", "incomplete"}
+    assert {r["kind"] for r in listing.list_models()} == {"default", "embedded", "incomplete"}
     (spec.path / "stray").write_text("left over from an interrupted build")
     rebuilt = models.resolve_model(str(tiny_gguf))
     assert (rebuilt.path / "starcli.json").is_file() and not (rebuilt.path / "stray").exists()
@@ -638,9 +545,8 @@ def test_concurrent_first_resolves_convert_once(tiny_gguf, monkeypatch):
 
 
 def test_missing_default_package_says_how_to_install(monkeypatch):
-    monkeypatch.setattr(
-        models, "DEFAULT_PART_PACKAGES", (*models.DEFAULT_PART_PACKAGES[:5], "starcli_no_such_part_package")
-    )
+    missing_one = (*embedded.DEFAULT.packages[:5], "starcli_no_such_part_package")
+    monkeypatch.setattr(embedded, "DEFAULT", dataclasses.replace(embedded.DEFAULT, packages=missing_one))
     with pytest.raises(ModelError) as err:
         models.resolve_model(None)
     msg = str(err.value)
@@ -661,7 +567,7 @@ def test_default_hash_mismatch_is_refused(tmp_path, tiny_gguf, monkeypatch):
 
 def test_default_size_mismatch_is_refused(tmp_path, tiny_gguf, monkeypatch):
     fake_default_parts(tmp_path / "parts", tiny_gguf.read_bytes(), monkeypatch)
-    monkeypatch.setattr(models, "DEFAULT_GGUF_BYTES", tiny_gguf.stat().st_size + 1)
+    monkeypatch.setattr(embedded, "DEFAULT", dataclasses.replace(embedded.DEFAULT, gguf_bytes=tiny_gguf.stat().st_size + 1))
     refuse_conversion(monkeypatch)
     with pytest.raises(ModelError, match="damaged"):
         models.resolve_model(None)
@@ -675,9 +581,9 @@ def test_default_assembles_converts_once_and_reuses(tmp_path, tiny_gguf, monkeyp
     spec = models.resolve_model(None, progress=lambda *e: events.append(e))
     assert spec.kind == "default" and spec.name == DEFAULT_MODEL_NAME
     assert spec.path == models_dir() / DEFAULT_MODEL_NAME
-    assembled = [e for e in events if e[0] == models.STAGE_ASSEMBLE]
-    assert assembled[0] == (models.STAGE_ASSEMBLE, 0, len(blob))
-    assert assembled[-1] == (models.STAGE_ASSEMBLE, len(blob), len(blob))
+    assembled = [e for e in events if e[0] == embedded.STAGE_ASSEMBLE]
+    assert assembled[0] == (embedded.STAGE_ASSEMBLE, 0, len(blob))
+    assert assembled[-1] == (embedded.STAGE_ASSEMBLE, len(blob), len(blob))
     assert [e[1] for e in events if e[0] == convert.STAGE_CONVERT] == [0, 1, 2, 3, 4]
     assert not (spec.path / ".source").exists()
     assert cache_entries() == [DEFAULT_MODEL_NAME]
@@ -688,7 +594,7 @@ def test_default_assembles_converts_once_and_reuses(tmp_path, tiny_gguf, monkeyp
         assert models.resolve_model(name) == spec
         assert time.perf_counter() - t0 < 1.0
     # once converted, the packages are no longer needed
-    monkeypatch.setattr(models, "DEFAULT_PART_PACKAGES", ("starcli_no_such_part_package",) * 6)
+    monkeypatch.setattr(embedded, "DEFAULT", dataclasses.replace(embedded.DEFAULT, packages=("starcli_no_such_part_package",) * 6))
     assert models.resolve_model(None) == spec
 
     default_row = listing.list_models()[0]

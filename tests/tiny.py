@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+from pathlib import Path
 
 import torch
 from transformers import AutoModelForCausalLM, LlamaConfig, MistralConfig, Qwen2Config, Qwen3Config
@@ -50,3 +51,102 @@ def tiny_pair(family: str = "qwen2", seed: int = 0, dtype=torch.float32):
 def random_ids(n: int, seed: int) -> torch.Tensor:
     gen = torch.Generator().manual_seed(seed)
     return torch.randint(0, VOCAB, (n,), generator=gen)
+
+
+def write_tiny_qwen2_gguf(path: Path) -> Path:
+    """A valid two-layer qwen2 GGUF with a byte-level BPE vocabulary and Q8_0 matrices."""
+    import gguf
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    hidden, layers, heads, kv_heads, ffn = 64, 2, 4, 2, 128
+    head_dim = hidden // heads
+    # The GPT-2 byte-to-unicode alphabet, so every byte has a token, then a few merges and the
+    # special tokens a qwen2 tokenizer expects.
+    printable = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1), *range(ord("®"), ord("ÿ") + 1)]
+    chars = printable[:]
+    extra = 0
+    for b in range(256):
+        if b not in printable:
+            chars.append(256 + extra)
+            extra += 1
+    tokens = [chr(c) for c in chars] + ["Ġt", "he", "Ġthe", "in"]
+    merges = ["Ġ t", "h e", "Ġt he", "i n"]
+    specials = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
+    types = [1] * len(tokens) + [3] * len(specials)
+    tokens += specials
+    vocab = len(tokens)
+
+    w = gguf.GGUFWriter(str(path), "qwen2")
+    w.add_name("tiny-qwen2")
+    w.add_context_length(256)
+    w.add_embedding_length(hidden)
+    w.add_block_count(layers)
+    w.add_feed_forward_length(ffn)
+    w.add_head_count(heads)
+    w.add_head_count_kv(kv_heads)
+    w.add_rope_freq_base(10000.0)
+    w.add_layer_norm_rms_eps(1e-6)
+    w.add_tokenizer_model("gpt2")
+    w.add_tokenizer_pre("qwen2")
+    w.add_token_list(tokens)
+    w.add_token_types(types)
+    w.add_token_merges(merges)
+    w.add_bos_token_id(vocab - 3)
+    w.add_eos_token_id(vocab - 1)
+    w.add_pad_token_id(vocab - 3)
+    w.add_chat_template(
+        "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
+        "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+    )
+
+    def tensor(name: str, *shape: int, quantize: bool = False) -> None:
+        data = (rng.standard_normal(shape) * 0.02).astype(np.float32)
+        if quantize:
+            q = gguf.quants.quantize(data, gguf.GGMLQuantizationType.Q8_0)
+            w.add_tensor(name, q, raw_shape=q.shape, raw_dtype=gguf.GGMLQuantizationType.Q8_0)
+        else:
+            w.add_tensor(name, data)
+
+    tensor("token_embd.weight", vocab, hidden)
+    for i in range(layers):
+        tensor(f"blk.{i}.attn_norm.weight", hidden)
+        tensor(f"blk.{i}.ffn_norm.weight", hidden)
+        tensor(f"blk.{i}.attn_q.weight", hidden, hidden, quantize=True)
+        tensor(f"blk.{i}.attn_q.bias", hidden)
+        tensor(f"blk.{i}.attn_k.weight", kv_heads * head_dim, hidden, quantize=True)
+        tensor(f"blk.{i}.attn_k.bias", kv_heads * head_dim)
+        tensor(f"blk.{i}.attn_v.weight", kv_heads * head_dim, hidden, quantize=True)
+        tensor(f"blk.{i}.attn_v.bias", kv_heads * head_dim)
+        tensor(f"blk.{i}.attn_output.weight", hidden, hidden, quantize=True)
+        tensor(f"blk.{i}.ffn_gate.weight", ffn, hidden, quantize=True)
+        tensor(f"blk.{i}.ffn_up.weight", ffn, hidden, quantize=True)
+        tensor(f"blk.{i}.ffn_down.weight", hidden, ffn, quantize=True)
+    tensor("output_norm.weight", hidden)
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+    return path
+
+
+def fake_default_parts(root: Path, blob: bytes, monkeypatch, *, sha256: str | None = None) -> None:
+    """Install six importable packages carrying ``blob`` in chunks, and point the default at them."""
+    import dataclasses
+    import hashlib
+
+    from starcli.model import embedded
+
+    names = []
+    step = -(-len(blob) // 6)
+    for i in range(1, 7):
+        name = f"starcli_testparts_{root.name.replace('-', '_')}_{i}"
+        pkg = root / name
+        (pkg / "data").mkdir(parents=True)
+        (pkg / "__init__.py").write_text("raise RuntimeError('the part packages must not be imported')\n")
+        (pkg / "data" / f"part{i:02d}.bin").write_bytes(blob[(i - 1) * step : i * step])
+        names.append(name)
+    monkeypatch.syspath_prepend(str(root))
+    stand_in = dataclasses.replace(embedded.DEFAULT, packages=tuple(names), gguf_bytes=len(blob),
+                                   sha256=sha256 or hashlib.sha256(blob).hexdigest())
+    monkeypatch.setattr(embedded, "DEFAULT", stand_in)

@@ -7,6 +7,7 @@ return the run's result for the caller to report.
 
 from __future__ import annotations
 
+import dataclasses
 import sys
 import time
 from typing import IO, Callable
@@ -18,6 +19,7 @@ from ..ingest.options import IngestOptions
 from ..ingest.prompt import build_prompt
 from ..run.settings import Job, RunSettings
 from . import checks
+from .decoding import decide_sampling
 from .requests import AskRequest, Placement
 from .window import model_config, model_window, needed_tokens, stretched, too_long, truncate_document
 
@@ -46,7 +48,7 @@ def model_and_tokenizer(settings: RunSettings, emit: Emit):
     from ..model.load import check_remote_code, load_tokenizer
     from ..model.resolve import resolve_model
 
-    spec = resolve_model(settings.model, progress=lambda stage, done, total: stage(emit, stage, done, total),
+    spec = resolve_model(settings.model, progress=lambda name, done, total: stage(emit, name, done, total),
                          allow_pickle=settings.allow_pickle)
     check_remote_code(spec, settings.trust_remote_code)
     return spec, load_tokenizer(spec.path, settings.trust_remote_code)
@@ -77,6 +79,8 @@ def ask(request: AskRequest, emit: Emit, stdin: IO[bytes] | None = None) -> dict
     stage(emit, "reading input", 1)
 
     spec, tokenizer = model_and_tokenizer(settings, emit)
+    settings = decide_sampling(settings, spec.path)
+    request = dataclasses.replace(request, settings=settings)
     asked_scaling = settings.rope_scaling  # what the user asked for, before any automatic stretch
     config = model_config(spec.path, settings.trust_remote_code)
     window = model_window(config, settings, request.window)

@@ -12,6 +12,7 @@ from ..errors import InputError, UsageError
 from ..ingest.prompt import build_prompt, followup_ids, question_text
 from . import checks
 from .ask import Emit, model_and_tokenizer, stage, note, read_input
+from .decoding import decide_sampling, describe_sampling
 from .requests import AskRequest
 from .window import model_config, model_window
 
@@ -33,6 +34,7 @@ def chat(request: AskRequest, emit: Emit, read_line: Callable[[], str | None], s
         raise UsageError("chat runs in one process; use `starcli ask -q ... -q ...` on several ranks")
     document = read_input(request.sources, request.ingest, emit, stdin)
     spec, tokenizer = model_and_tokenizer(settings, emit)
+    settings = decide_sampling(settings, spec.path)
     doc_ids = build_prompt(tokenizer, document.render(), "?").document_ids
     limit = model_window(model_config(spec.path, settings.trust_remote_code), settings, None).limit
     if limit and len(doc_ids) + settings.max_new_tokens + _QUESTION_ROOM > limit:
@@ -46,6 +48,7 @@ def chat(request: AskRequest, emit: Emit, read_line: Callable[[], str | None], s
     stage(emit, "loading model", 1)
     partition = session.plan(len(doc_ids), settings.attention, settings.block_size, settings.anchor_size, settings.relay)
     encode, _ = session.encode(doc_ids, partition, lambda done, total: stage(emit, "encoding blocks", done, total))
+    note(emit, f"sampling: {describe_sampling(settings.sampling_report())}")
     note(emit, f"encoded {len(doc_ids)} document tokens in {encode.seconds:.2f} s; ask away (/exit or Ctrl-D to leave)")
     turns = 0
     while True:
@@ -62,5 +65,5 @@ def chat(request: AskRequest, emit: Emit, read_line: Callable[[], str | None], s
         tokens, stats, _ = session.stream(ids, settings, emit, keep_history=turns > 0)
         emit({"type": "answer_end", "index": turns})
         rate = stats.decode_tokens / stats.decode_seconds if stats.decode_seconds > 0 else 0.0
-        note(emit, f"{len(tokens)} tokens, first after {stats.prefill_seconds:.2f} s, {rate:.1f} tokens/s")
+        note(emit, f"{len(tokens)} tokens, first after {stats.prefill_seconds:.2f} s, {rate:.1f} tokens/s, stopped: {stats.stop_reason}")
         turns += 1

@@ -1,7 +1,7 @@
 """How many tokens one pass may hold, and what happens to an input that needs more.
 
-The window is the model's positions (stretched by ``--rope-scaling``, or automatically for the
-embedded default model), or a smaller ``--window``. An input over it is refused with both sizes
+The window is the model's positions (stretched by ``--rope-scaling``, or automatically for a
+family that documents YaRN), or a smaller ``--window``. An input over it is refused with both sizes
 and every way forward, cut with ``--truncate`` (reported), or read in passes (``app.passes``).
 """
 
@@ -12,7 +12,7 @@ from typing import Callable
 
 from ..errors import InputError, UsageError
 from ..ingest.prompt import build_prompt, document_text
-from ..model.rope import DEFAULT_MODEL_MAX_FACTOR, fitting_factor, parse_rope_scaling, scaled_positions, unsupported_reason
+from ..model.rope import YARN_FAMILIES, fitting_factor, parse_rope_scaling, scaled_positions, unsupported_reason
 from ..run.settings import RunSettings
 from .requests import AskRequest
 
@@ -48,19 +48,20 @@ def model_window(config, settings: RunSettings, window: int | None) -> Window:
     return Window(limit, positions, window is not None, reason is None and not settings.rope_scaling)
 
 
-def automatic_stretch_limit(spec) -> float | None:
-    """The largest YaRN factor starcli applies unasked: the embedded default model's documented 4;
-    None (refuse, offering --rope-scaling) for models whose limit starcli cannot know."""
-    return DEFAULT_MODEL_MAX_FACTOR if spec.kind == "default" else None
+def automatic_stretch_limit(config) -> float | None:
+    """The largest YaRN factor starcli applies unasked: the one a model family's authors document
+    (Qwen2 and Qwen2.5: 4), whether the model is the embedded default, its GGUF named by path or
+    any folder of that family; None (refuse, offering --rope-scaling) where starcli cannot know it."""
+    return YARN_FAMILIES.get(getattr(config, "model_type", None))
 
 
 def stretched(request: AskRequest, spec, config, window: Window, needed: int, note: Note) -> Window:
-    """The window for an input of ``needed`` positions over the default model's trained window: its
-    RoPE stretched with YaRN by the smallest factor that fits, up to the factor its authors document
+    """The window for an input of ``needed`` positions over a model's trained window: its RoPE
+    stretched with YaRN by the smallest factor that fits, up to the factor its family documents
     (then sections or a refusal use the stretched window). Other models keep their window (the
     refusal offers --rope-scaling), as do --rope-scaling, --rope-scaling none and --window."""
     settings = request.settings
-    most = automatic_stretch_limit(spec)
+    most = automatic_stretch_limit(config)
     if (not request.stretch or settings.rope_scaling or window.forced or most is None
             or not window.rope_scalable or window.model_positions is None):
         return window

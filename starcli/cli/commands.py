@@ -150,7 +150,7 @@ def count(
 
 
 def models(json_output: JsonOut = False, debug: Debug = False):
-    """List the embedded default model and the converted models in the cache."""
+    """List the embedded models (installed or not) and the converted models in the cache."""
     def body():
         from ..model.listing import list_models
         from .render import format_bytes
@@ -161,8 +161,11 @@ def models(json_output: JsonOut = False, debug: Debug = False):
             return
         for entry in entries:
             size = entry.get("size_bytes")
-            fields = (entry.get("name"), entry.get("kind"), entry.get("status", ""), format_bytes(size) if size else "",
-                      entry.get("path", ""))
+            status = entry.get("status", "")
+            if status == "not installed" and entry.get("install"):
+                status = f"not installed ({entry['install']})"
+            fields = (entry.get("name"), entry.get("kind"), status, format_bytes(size) if size else "",
+                      entry.get("path", "") if entry.get("converted") else entry.get("about", ""))
             print("  ".join(str(x) for x in fields if x != ""))
 
     run_command(debug, body)

@@ -37,7 +37,7 @@ class ModelOptions:
     model: Model = None
     trust_remote_code: Annotated[bool, typer.Option("--trust-remote-code", help="Allow a model folder's own Python code to run.")] = False
     allow_pickle: Annotated[bool, typer.Option("--allow-pickle", help="Allow pickle weight files (loaded with weights_only).")] = False
-    rope_scaling: Annotated[Optional[str], typer.Option("--rope-scaling", envvar="STARCLI_ROPE_SCALING", help="Stretch a RoPE model's window, TYPE:FACTOR with TYPE yarn or linear (e.g. yarn:4); less accurate past the trained length. The default model stretches itself with YaRN (up to x4) when the input needs it; none refuses instead.")] = None
+    rope_scaling: Annotated[Optional[str], typer.Option("--rope-scaling", envvar="STARCLI_ROPE_SCALING", help="Stretch a RoPE model's window, TYPE:FACTOR with TYPE yarn or linear (e.g. yarn:4); less accurate past the trained length. Models of a family that documents YaRN (Qwen2, Qwen2.5: up to x4) stretch themselves when the input needs it; none refuses instead.")] = None
 
 
 @dataclass
@@ -59,10 +59,11 @@ class DeviceOptions:
 @dataclass
 class AnswerOptions:
     max_new_tokens: Annotated[int, typer.Option(envvar="STARCLI_MAX_NEW_TOKENS", help="Most tokens to generate.")] = 512
-    temperature: Annotated[float, typer.Option(help="0 = greedy.")] = 0.0
-    top_p: Annotated[float, typer.Option(help="Nucleus sampling mass.")] = 1.0
-    top_k: Annotated[int, typer.Option(help="Sample among the k likeliest (0 = all).")] = 0
-    seed: Annotated[Optional[int], typer.Option(help="Seed for sampling.")] = None
+    temperature: Annotated[Optional[float], typer.Option(help="Sampling temperature; 0 = greedy (default: the model's own, from its generation config).")] = None
+    top_p: Annotated[Optional[float], typer.Option(help="Nucleus sampling mass (default: the model's own, else 1).")] = None
+    top_k: Annotated[Optional[int], typer.Option(help="Sample among the k likeliest, 0 = all (default: the model's own, else 0).")] = None
+    repetition_penalty: Annotated[Optional[float], typer.Option(help="Discourage tokens the answer already holds (never the document's), 1 = off (default: the model's own, else 1).")] = None
+    seed: Annotated[Optional[int], typer.Option(help="Seed for sampling; a sampled run's report names the seed it used (default: a random one).")] = None
     stop: Annotated[Optional[list[str]], typer.Option("--stop", help="Stop when this text is generated (repeatable).")] = None
 
 
@@ -116,7 +117,8 @@ def run_settings(model: ModelOptions, star: StarOptions, device: DeviceOptions, 
         model=model.model, device=device.device, dtype=device.dtype, attention=star.attention,
         block_size=star.block_size, anchor_size=star.anchor_size, relay=star.relay, kernel=device.kernel,
         eager=device.eager, max_new_tokens=answer.max_new_tokens, temperature=answer.temperature,
-        top_p=answer.top_p, top_k=answer.top_k, seed=answer.seed, stop=list(answer.stop or []),
+        top_p=answer.top_p, top_k=answer.top_k, repetition_penalty=answer.repetition_penalty, seed=answer.seed,
+        stop=list(answer.stop or []),
         trust_remote_code=model.trust_remote_code, allow_pickle=model.allow_pickle, cache=cache,
         rope_scaling=model.rope_scaling,
     )

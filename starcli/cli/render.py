@@ -155,6 +155,10 @@ def report_lines(r: dict) -> list[str]:
             f"attention      {r['attention']}: {r.get('blocks')} blocks of {r.get('block_size')}, "
             f"anchor {r.get('anchor_size')}, relay {r.get('relay', 0)}, {r.get('ranks')} rank(s)"
         )
+    if r.get("sampling"):
+        from ..app.decoding import describe_sampling
+
+        lines.append(f"sampling       {describe_sampling(r['sampling'])}")
     if "phase1_s" in r:
         rate = r.get("phase1_tokens_per_s")
         lines.append(f"phase 1        {_seconds(r['phase1_s'])} ({rate:,.0f} tokens/s)" if rate else f"phase 1        {_seconds(r['phase1_s'])}")

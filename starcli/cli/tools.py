@@ -62,7 +62,9 @@ def evaluate(
     anchor_size: Annotated[Optional[int], typer.Option(help="Star anchor size (default: the block size).")] = None,
     relays: Annotated[Optional[str], typer.Option("--relays", help="Comma list of star relays: tokens at the end of the previous block each block attends to through their cached KV (default: the engine's).")] = None,
     data: Annotated[Optional[Path], typer.Option(help="Read samples from this JSONL file instead of generating them.")] = None,
-    seed: Annotated[int, typer.Option(help="Seed of the generated samples.")] = 0,
+    suite: Annotated[Optional[str], typer.Option(help="code: factual questions about pinned real source files, instead of the synthetic tasks.")] = None,
+    decoding: Annotated[str, typer.Option(help="Comma list of decodings to compare: greedy, defaults (the model's own sampling).")] = "greedy",
+    seed: Annotated[int, typer.Option(help="Seed of the generated samples, and of sampled decoding (sample i draws with seed + i).")] = 0,
     device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
     dtype: Annotated[str, typer.Option(help="auto, float32, bfloat16 or float16.")] = "auto",
     kernel: Annotated[str, typer.Option(help="Attention kernel (auto picks the fastest available).")] = "auto",
@@ -71,5 +73,5 @@ def evaluate(
     out: Annotated[Optional[Path], typer.Option(help="Also write the JSON results to this file.")] = None,
     debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks.")] = False,
 ):
-    """Accuracy suite: synthetic long-context tasks under each attention mode, dense against star."""
+    """Accuracy suite: synthetic long-context tasks (or --suite code) under each attention mode and decoding."""
     _run_tool("evals.command", "evaluate", dict(locals()))

@@ -1,4 +1,5 @@
-"""GGUF to an ordinary safetensors folder, dequantized to bfloat16.
+"""GGUF to an ordinary safetensors folder, dequantized to bfloat16, with the model's decoding
+defaults in its generation config and the int8 copies CPU decoding reads.
 
 Reading a GGUF through transformers costs about two minutes on a CPU every time, while the
 converted folder loads in seconds; ``starcli.model.resolve`` keeps the converted folders.
@@ -11,7 +12,7 @@ from typing import Any, Callable
 
 from ..errors import one_line
 from .load import quiet_transformers
-from .resolve import ModelError
+from .spec import ModelError
 
 STAGE_CONVERT = "converting model"  # (steps done, steps total)
 _CONVERT_STEPS = 4
@@ -24,6 +25,9 @@ def convert_gguf(
     """Read ``src_dir/gguf_name`` with transformers and save it to ``out_dir`` as safetensors."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer, GgufConfig
+
+    from . import decode_weights
+    from .generation import gguf_defaults, write_defaults
 
     def step(done: int) -> None:
         if progress:
@@ -46,6 +50,9 @@ def convert_gguf(
             step(2)
             _drop_quantization(model)
             model.save_pretrained(str(out_dir))
+            write_defaults(out_dir, model.config.model_type, gguf_defaults(Path(src_dir) / gguf_name))
+            # made once here rather than at every load (CPU decoding reads them; 0.5 GB for the default)
+            decode_weights.save_copies(model, out_dir)
             step(3)
             tokenizer.save_pretrained(str(out_dir))
             step(4)

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import contextlib
 import warnings
+from pathlib import Path
 from typing import Iterator
 
 import torch
@@ -72,15 +73,17 @@ def quantize_rows(weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 class Int8DecodeLinear(nn.Module):
-    """``linear`` as it was, plus an int8 copy of its weight for inputs of a few rows."""
+    """``linear`` as it was, plus an int8 copy of its weight for inputs of a few rows; ``copy``: the
+    (int8 weight, scale) made at conversion, else it is quantized here."""
 
-    def __init__(self, linear: nn.Linear, kind: str | None = None):
+    def __init__(self, linear: nn.Linear, kind: str | None = None,
+                 copy: tuple[torch.Tensor, torch.Tensor] | None = None):
         super().__init__()
         self.linear = linear
         self.active = True  # False: the bfloat16 weight for every input (see ``full_weights``)
         self.kind = kind or kernel()
         weight = linear.weight.detach()
-        q_weight, scale = quantize_rows(weight)
+        q_weight, scale = copy if copy is not None else quantize_rows(weight)
         if self.kind == "dynamic":
             zero_points = torch.zeros(weight.shape[0], dtype=torch.long)
             bias = None if linear.bias is None else linear.bias.detach().float()
@@ -120,15 +123,53 @@ def _x86_engine() -> Iterator[None]:
         torch.backends.quantized.engine = before
 
 
-def int8_for_decode(model) -> int:
+# The int8 copies a conversion writes beside the model's weights (``save_copies``), so that loading
+# only reads them: ``{module}.q`` (int8, out x in) and ``{module}.scale`` (float32, out) per layer.
+COPIES_FILE = "decode_int8.safetensors"
+
+
+def _linear_layers(model) -> list[tuple[str, nn.Module, str, nn.Linear]]:
+    """(qualified name, parent, attribute, layer) of every linear layer not wrapped yet."""
+    return [(f"{parent_name}.{name}" if parent_name else name, parent, name, child)
+            for parent_name, parent in model.named_modules() for name, child in parent.named_children()
+            if isinstance(child, nn.Linear) and not isinstance(parent, Int8DecodeLinear)]
+
+
+def save_copies(model, folder) -> None:
+    """Write the int8 copy of every linear layer of ``model`` to ``folder/COPIES_FILE``."""
+    from safetensors.torch import save_file
+
+    tensors = {}
+    for name, _parent, _attr, layer in _linear_layers(model):
+        tensors[f"{name}.q"], tensors[f"{name}.scale"] = quantize_rows(layer.weight.detach())
+    save_file(tensors, str(Path(folder) / COPIES_FILE))
+
+
+def _stored_copies(folder) -> dict[str, torch.Tensor]:
+    path = Path(folder) / COPIES_FILE if folder is not None else None
+    if path is None or not path.is_file():
+        return {}
+    from safetensors.torch import load_file
+
+    try:
+        return load_file(str(path))  # memory-mapped: only the layers used are read
+    except Exception:  # noqa: BLE001 - an unreadable file only costs the time to quantize again
+        return {}
+
+
+def int8_for_decode(model, folder=None) -> int:
     """Wrap the decoder's linear layers and the LM head in ``Int8DecodeLinear`` (CPU, bfloat16);
-    returns how many were wrapped. The original weights stay: phase 1 and the KV are unchanged."""
+    returns how many were wrapped. The original weights stay: phase 1 and the KV are unchanged.
+    The copies come from ``folder``'s ``COPIES_FILE`` where it holds one of the right shape."""
     # a layer already wrapped (a second session on the same model) keeps its copy
-    targets = [(parent, name, child) for parent in model.modules() for name, child in parent.named_children()
-               if isinstance(child, nn.Linear) and not isinstance(parent, Int8DecodeLinear)]
+    targets = _linear_layers(model)
+    stored = _stored_copies(folder) if targets else {}
     kind = kernel()
-    for parent, name, child in targets:
-        setattr(parent, name, Int8DecodeLinear(child, kind))
+    for name, parent, attr, layer in targets:
+        q_weight, scale = stored.get(f"{name}.q"), stored.get(f"{name}.scale")
+        fits = (q_weight is not None and scale is not None and q_weight.dtype == torch.int8
+                and q_weight.shape == layer.weight.shape and scale.shape == layer.weight.shape[:1])
+        setattr(parent, attr, Int8DecodeLinear(layer, kind, (q_weight, scale) if fits else None))
     return len(targets)
 
 

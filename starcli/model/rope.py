@@ -20,9 +20,9 @@ from ..errors import UsageError
 SUPPORTED = ("yarn", "linear")
 # ``--rope-scaling none``: never stretch, refuse inputs over the trained window as before.
 NONE = "none"
-# The largest YaRN factor a model's authors document; the embedded default model's family
-# (Qwen2.5) recommends YaRN with factor 4 for inputs past its 32K window.
-DEFAULT_MODEL_MAX_FACTOR = 4.0
+# The largest YaRN factor a model family's authors document, by transformers' model type: Qwen2
+# and Qwen2.5 (the embedded default model's family) recommend YaRN with factor 4 past their 32K.
+YARN_FAMILIES = {"qwen2": 4.0}
 # Automatic factors are rounded up to this step, so documents of similar length share one
 # stretched model (and one document-cache key).
 _FACTOR_STEP = 0.25

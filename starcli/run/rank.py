@@ -96,6 +96,7 @@ def run_job(job: Job, comm: Comm, emit: Emit, session: Session | None = None) ->
         "blocks": total_blocks,
         "ranks": comm.world_size,
         "document_tokens": len(job.document_ids),
+        "sampling": settings.sampling_report(),
         "model_load_s": session.load_seconds,
         "warmup_s": session.warmup_seconds,
         "phase1_s": phase1,

@@ -40,7 +40,7 @@ class CacheIdentity:
     sources: tuple[str, ...] = ()  # the parts' paths, shown by `cache ls`
 
 
-def _int8_decode(model) -> bool:
+def _int8_decode(model, folder: str | None) -> bool:
     """CPU decoding in bfloat16 reads int8 copies of the weights (``model.decode_weights``): decode
     is bound by the bytes it reads there. float32 stays the exact reference, and GPUs decode from
     the weights themselves."""
@@ -48,18 +48,18 @@ def _int8_decode(model) -> bool:
 
     if model.device.type != "cpu" or model.dtype != torch.bfloat16 or not decode_weights.available():
         return False
-    decode_weights.int8_for_decode(model)
+    decode_weights.int8_for_decode(model, folder)
     return True  # every linear layer has its copy now, whether made here or by an earlier session
 
 
 class Session:
     def __init__(self, model, tokenizer, comm: Comm, *, kernel: str = "auto", pass_tokens: int = DEFAULT_PASS_TOKENS,
-                 eager: bool = False, warm_up: bool = True, load_seconds: float = 0.0):
+                 eager: bool = False, warm_up: bool = True, load_seconds: float = 0.0, model_path: str | None = None):
         self.model = model
         self.tokenizer = tokenizer
         self.comm = comm
         start = time.perf_counter()
-        self.int8_decode = _int8_decode(model)
+        self.int8_decode = _int8_decode(model, model_path)
         self.engine = StarEngine(model, comm, kernel=kernel, pass_tokens=pass_tokens, decode="eager" if eager else "auto")
         self.load_seconds = load_seconds + time.perf_counter() - start  # the int8 copies are part of loading
         # once per process: a later session in the same process finds it done (0 s)
@@ -88,7 +88,7 @@ class Session:
             with_tokenizer=with_tokenizer,
         )
         return cls(model, tokenizer, comm, kernel=settings.kernel, pass_tokens=settings.pass_tokens,
-                   eager=settings.eager, warm_up=warm_up, load_seconds=time.perf_counter() - start)
+                   eager=settings.eager, warm_up=warm_up, load_seconds=time.perf_counter() - start, model_path=model_path)
 
     @property
     def device(self) -> torch.device:

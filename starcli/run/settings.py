@@ -28,10 +28,14 @@ class RunSettings:
     kernel: str = "auto"
     eager: bool = False  # phase 2 without a CUDA graph (the reference path; the CPU is always eager)
     max_new_tokens: int = 512
-    temperature: float = 0.0
-    top_p: float = 1.0
-    top_k: int = 0
+    # None: the model's own default (``app.decoding`` decides them once the model is known), else
+    # greedy, no top-p/top-k limit and no penalty
+    temperature: float | None = None
+    top_p: float | None = None
+    top_k: int | None = None
+    repetition_penalty: float | None = None
     seed: int | None = None
+    sampling_from: str = ""  # where the decided sampling came from, for the report
     stop: list[str] = field(default_factory=list)
     pass_tokens: int = DEFAULT_PASS_TOKENS
     trust_remote_code: bool = False
@@ -42,7 +46,23 @@ class RunSettings:
     def sampling(self):
         from ..star.sampling import SamplingParams
 
-        return SamplingParams(self.temperature, self.top_p, self.top_k, self.seed)
+        def given(value, neutral):
+            return neutral if value is None else value
+
+        return SamplingParams(given(self.temperature, 0.0), given(self.top_p, 1.0), given(self.top_k, 0), self.seed,
+                              given(self.repetition_penalty, 1.0))
+
+    def sampling_report(self) -> dict:
+        """The sampling a run used, as the report and ``--json`` show it."""
+        params = self.sampling()
+        return {
+            "temperature": params.temperature,
+            "top_p": params.top_p,
+            "top_k": params.top_k,
+            "repetition_penalty": params.repetition_penalty,
+            "seed": None if params.greedy else params.seed,
+            "from": self.sampling_from,
+        }
 
 
 @dataclass

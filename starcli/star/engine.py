@@ -20,7 +20,7 @@ from .comm import Comm
 from .graphs import DecodeStep
 from .kernels import resolve_kernel
 from .partition import DEFAULT_PASS_TOKENS, Partition, plan_dense, plan_star
-from .sampling import SamplingParams, make_generator, sample_next
+from .sampling import Sampler, SamplingParams, repeating_tail
 
 # How phase 2 decodes: "graph" replays the fixed-shape one-token step as a CUDA graph (the fast
 # path on CUDA); "static" runs that same fixed-shape step without capture (what the graph
@@ -242,9 +242,9 @@ class StarEngine:
             self.state.tail.filled += len(ids)
         return logits
 
-    def _choose(self, logits: torch.Tensor, params: SamplingParams, generator) -> int:
+    def _choose(self, logits: torch.Tensor, sampler: Sampler) -> int:
         # the last rank decides and broadcasts, so ranks can never diverge on sampled tokens
-        token = sample_next(logits, params, generator) if self.comm.is_last else -1
+        token = sampler.choose(logits) if self.comm.is_last else -1
         return self.comm.broadcast_int(token, src=self.comm.world_size - 1)
 
     def answer(
@@ -279,14 +279,14 @@ class StarEngine:
         stats = AnswerStats(question_tokens=len(question_ids), decode_mode=self.decode)
         self._reserve_tail(self.history, len(question_ids) + max_new_tokens)
         step_one = self._one_token_step()
-        generator = make_generator(sampling)
+        sampler = Sampler(sampling, self.device)
         position = self.run.partition.num_tokens + self.history
         self.history += len(question_ids)
         _sync(self.device)
         start = time.perf_counter()
         logits = self._step(question_ids, position)
         position += len(question_ids)
-        token = self._choose(logits, sampling, generator)
+        token = self._choose(logits, sampler)
         stats.prefill_seconds = time.perf_counter() - start
         tokens: list[int] = []
         capture_before = step_one.capture_seconds if step_one else 0.0
@@ -302,12 +302,15 @@ class StarEngine:
             if len(tokens) >= max_new_tokens:
                 stats.stop_reason = "max new tokens"
                 break
+            if repeating_tail(tokens):
+                stats.stop_reason = "repetition"
+                break
             logits = step_one(token, position, self.state.tail.filled) if step_one else self._step([token], position)
             if step_one and self.comm.is_last:
                 self.state.tail.filled += 1
             position += 1
             self.history += 1
-            token = self._choose(logits, sampling, generator)
+            token = self._choose(logits, sampler)
         if stats.stop_reason != "end of turn":
             self.unfed = [tokens[-1]]
         if step_one:

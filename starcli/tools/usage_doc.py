@@ -39,6 +39,27 @@ starcli eval --tasks niah_single,vt --lengths 8k --attention dense,star
 ```
 """
 
+DECODING = """## How answers are decoded, and how they end
+
+Unless told otherwise, an answer is sampled the way the model's authors recommend: the sampling
+keys of the model folder's `generation_config.json` (`temperature`, `top_p`, `top_k`,
+`repetition_penalty`; `do_sample: false` means greedy). A converted GGUF gets its
+`general.sampling.*` keys there, or, when it carries none, the defaults its family publishes
+(Qwen2 and Qwen2.5: temperature 0.7, top-p 0.8, top-k 20, repetition penalty 1.05; the embedded
+models are such GGUFs). A model that names no defaults is decoded greedily. Each of
+`--temperature` (0 = greedy), `--top-p`, `--top-k` and `--repetition-penalty` overrides its key
+alone. The repetition penalty counts only the tokens of the answer itself, never the document's or
+the question's, so an answer can quote its source.
+
+A sampled run draws a random seed unless `--seed` is given; the report's `sampling` line and
+`--json` (`sampling.seed`) name it, and `--seed N` repeats the answer on the same machine.
+
+The report names why each answer stopped (`answers[i].stop_reason` in `--json`): `end of turn`
+(the model finished), `stop string` (a `--stop` text), `max new tokens` (the limit), or
+`repetition`: the loop guard found the answer's latest tokens repeating one n-gram (of up to 200
+tokens) three times in a row over at least 48 tokens, and stopped it there.
+"""
+
 LONG_INPUTS = """## Inputs longer than the window
 
 Star Attention makes one long pass cheap, but it does not extend the positions a model was
@@ -56,7 +77,10 @@ model's, or a smaller `--window N`):
   lower `--max-new-tokens`, a model with a longer window, or `--rope-scaling` when the model
   supports it.
 - `--rope-scaling yarn:4` (or `linear:F`) stretches a RoPE model's window by the factor: the
-  default model then takes 131072 positions instead of 32768. The model was not trained on those
+  default model then takes 131072 positions instead of 32768. A model of a family whose authors
+  document YaRN (Qwen2 and Qwen2.5, up to x4) is stretched by itself, by the smallest factor that
+  fits, whether it is the embedded default, its GGUF named by path, or another folder of that
+  family (the report says so; `--rope-scaling none` refuses instead). The model was not trained on those
   positions, so accuracy degrades, the more the larger the factor (linear more than YaRN); where
   answers matter, prefer reading in sections (`--long map`).
 
@@ -143,6 +167,7 @@ def render_usage() -> str:
             out.append("| option | meaning |\n| --- | --- |")
             out.extend(rows)
             out.append("")
+    out.append(DECODING)
     out.append(LONG_INPUTS)
     return "\n".join(out).rstrip() + "\n"
 

@@ -3,13 +3,14 @@ session, and report (the table on stdout, or one JSON object; progress on stderr
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import sys
 from pathlib import Path
 
 from ...errors import InputError, UsageError
 from .data import read_jsonl
-from .options import DEFAULT_LENGTHS, parse_configs, parse_lengths, parse_tasks
+from .options import DEFAULT_LENGTHS, decodings_for, parse_configs, parse_decodings, parse_lengths, parse_tasks
 from .tasks import generate_suite
 
 
@@ -47,7 +48,7 @@ def evaluate(model: str | None = None, tasks: str | None = None, lengths: str | 
              attention: str = "dense,star", block_sizes: str | None = None, anchor_size: int | None = None,
              relays: str | None = None, data: Path | None = None, seed: int = 0, device: str = "auto",
              dtype: str = "auto", kernel: str = "auto", rope_scaling: str | None = None, json_output: bool = False,
-             out: Path | None = None) -> dict:
+             out: Path | None = None, suite: str | None = None, decoding: str = "greedy") -> dict:
     import torch
 
     from ...app.checks import resolve_device
@@ -71,7 +72,17 @@ def evaluate(model: str | None = None, tasks: str | None = None, lengths: str | 
         parse_rope_scaling(rope_scaling)
     torch_dtype = pick_dtype(device, dtype)
 
-    suite = None
+    decoding_names = parse_decodings(decoding)
+    if suite is not None and suite != "code":
+        raise UsageError(f"--suite must be code, got {suite!r}")
+    if suite is not None and data is not None:
+        raise UsageError("use --suite or --data, not both")
+    samples_given = None
+    if suite == "code":
+        from .code_questions import code_suite
+
+        samples_given = code_suite()
+    suite = samples_given
     if data is not None:
         suite = read_jsonl(data)
         if tasks is not None:
@@ -90,7 +101,9 @@ def evaluate(model: str | None = None, tasks: str | None = None, lengths: str | 
         _say(f"generating {len(task_names)} tasks x {len(length_list)} lengths x {samples} samples...")
         suite = generate_suite(task_names, length_list, samples, seed, session.tokenizer)
 
-    results = run_eval(session, suite, configs, on_sample=_progress_printer(len(suite) * len(configs)))
+    decodings = decodings_for(decoding_names, spec.path, seed)
+    results = run_eval(session, suite, configs, on_sample=_progress_printer(len(suite) * len(configs) * len(decodings)),
+                       decodings=decodings)
     report = {
         "model": spec.name,
         "device": device,
@@ -98,6 +111,7 @@ def evaluate(model: str | None = None, tasks: str | None = None, lengths: str | 
         "kernel": kernel_name,
         "rope_scaling": rope_scaling,
         "seed": seed if data is None else None,
+        "decodings": {name: dataclasses.asdict(params) for name, params in decodings.items()},
         "data": str(data) if data is not None else None,
         **results,
     }

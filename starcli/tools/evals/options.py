@@ -69,3 +69,31 @@ def parse_configs(attention: str, block_sizes: str | None, anchor_size: int | No
         else:
             raise OptionError(f"--attention: unknown mode {mode!r}; choose dense, star or ring")
     return configs
+
+
+DECODINGS = ("greedy", "defaults")
+
+
+def parse_decodings(text: str) -> list[str]:
+    """``greedy`` (temperature 0, no penalty) and/or ``defaults`` (the model's own sampling)."""
+    names = _items(text, "--decoding")
+    for name in names:
+        if name not in DECODINGS:
+            raise OptionError(f"--decoding: unknown decoding {name!r}; choose {' or '.join(DECODINGS)}")
+    return names
+
+
+def decodings_for(names: list[str], model_dir, seed: int) -> dict:
+    """name -> SamplingParams; ``defaults`` reads the model's generation config (greedy where it has none)."""
+    from ...model.generation import read_defaults
+    from ...star.sampling import SamplingParams
+
+    out = {}
+    for name in names:
+        if name == "greedy":
+            out[name] = SamplingParams()
+        else:
+            defaults = read_defaults(model_dir)
+            out[name] = SamplingParams(defaults.get("temperature", 0.0), defaults.get("top_p", 1.0),
+                                       defaults.get("top_k", 0), seed, defaults.get("repetition_penalty", 1.0))
+    return out

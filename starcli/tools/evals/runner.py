@@ -7,6 +7,7 @@ measures Star Attention itself and nothing else. Greedy decoding keeps runs repe
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections import defaultdict
 from dataclasses import dataclass
@@ -19,6 +20,7 @@ from ...ingest.prompt import build_prompt
 from ...app.checks import check_star_options
 from ...errors import UsageError
 from ...star.partition import DEFAULT_RELAY
+from ...star.sampling import SamplingParams
 from .data import score
 from .tasks import FAMILIES, TASKS, Sample, family_of
 
@@ -54,50 +56,75 @@ def make_configs(configs: Iterable) -> list[EvalConfig]:
     return out
 
 
-def run_eval(session, samples: list[Sample], configs: Iterable, on_sample: Callable[[dict], None] | None = None) -> dict:
-    """Every sample under every config on ``session`` (a ``run.session.Session`` with a tokenizer);
-    returns JSON-ready ``{"configs", "samples", "tasks", "families", "averages", "ratios"}`` (see
-    ``aggregate``). Under several ranks every rank calls this with the same samples;
-    ``on_sample(record)`` is called on rank 0 only.
+def run_eval(session, samples: list[Sample], configs: Iterable, on_sample: Callable[[dict], None] | None = None,
+             decodings: dict[str, SamplingParams] | None = None) -> dict:
+    """Every sample under every config and decoding on ``session`` (a ``run.session.Session`` with
+    a tokenizer); returns JSON-ready ``{"configs", "samples", "tasks", "families", "averages",
+    "ratios", "stops"}`` (see ``aggregate``). ``decodings``: name -> sampling (default: greedy
+    alone); a sampled decoding draws sample i with seed ``seed + i``, so a run repeats. Samples that
+    share a context are answered from one encoding per config. Under several ranks every rank calls
+    this with the same samples; ``on_sample(record)`` is called on rank 0 only.
     """
     configs = make_configs(configs)
+    decodings = decodings or {GREEDY: SamplingParams()}
+    labels = [_label(config, name, decodings) for config in configs for name in decodings]
     tokenizer, comm = session.tokenizer, session.comm
     records: list[dict] = []
-    for sample in samples:
-        prompt = build_prompt(tokenizer, sample.context, sample.question)
-        doc = torch.tensor(prompt.document_ids, dtype=torch.long)
+    by_context: dict[str, list[tuple[int, Sample]]] = defaultdict(list)
+    for index, sample in enumerate(samples):
+        by_context[sample.context].append((index, sample))
+    for group in by_context.values():
+        prompts = [build_prompt(tokenizer, sample.context, sample.question) for _, sample in group]
+        doc = torch.tensor(prompts[0].document_ids, dtype=torch.long)
         for config in configs:
             partition = session.plan(doc.numel(), config.attention, config.block_size, config.anchor_size, config.relay)
-            start = time.perf_counter()
-            session.encode(doc, partition)
-            tokens, stats = session.answer(prompt.question_ids, max_new_tokens=sample.max_new_tokens)
-            seconds = time.perf_counter() - start
-            # the whole answer at once: no half characters to hold back, no stop strings to cut
-            output = tokenizer.decode(tokens, skip_special_tokens=True).rstrip("\ufffd")
-            record = {
-                "id": sample.id,
-                "task": sample.task,
-                "family": family_of(sample.task),
-                "length": sample.length,
-                "config": config.label,
-                "attention": config.attention,
-                "block_size": partition.block_size,
-                "anchor_size": partition.anchor_size,
-                "blocks": partition.num_blocks,
-                "relay": partition.relay,  # 0 for dense and ring partitions
-                "block_starts": [b.start for b in partition.blocks],
-                "prompt_tokens": doc.numel() + len(prompt.question_ids),
-                "output": output,
-                "answers": list(sample.answers),
-                "score": score(output, sample.answers),
-                "output_tokens": len(tokens),
-                "stop_reason": stats.stop_reason,
-                "seconds": seconds,
-            }
-            records.append(record)
-            if on_sample and comm.rank == 0:
-                on_sample(record)
-    return {"configs": [c.label for c in configs], "samples": records, **aggregate(records, [c.label for c in configs])}
+            encode, _ = session.encode(doc, partition)
+            for (index, sample), prompt in zip(group, prompts):
+                if prompt.document_ids != prompts[0].document_ids:
+                    raise UsageError(f"sample {sample.id}: its prompt splits the context differently")
+                for name, params in decodings.items():
+                    sampling = params if params.greedy else dataclasses.replace(params, seed=(params.seed or 0) + index)
+                    start = time.perf_counter()
+                    tokens, stats = session.answer(prompt.question_ids, max_new_tokens=sample.max_new_tokens,
+                                                   sampling=sampling)
+                    seconds = time.perf_counter() - start
+                    # the whole answer at once: no half characters to hold back, no stop strings to cut
+                    output = tokenizer.decode(tokens, skip_special_tokens=True).rstrip("\ufffd")
+                    record = {
+                        "id": sample.id,
+                        "task": sample.task,
+                        "family": family_of(sample.task),
+                        "length": sample.length,
+                        "config": _label(config, name, decodings),
+                        "attention": config.attention,
+                        "decoding": name,
+                        "seed": sampling.seed,
+                        "block_size": partition.block_size,
+                        "anchor_size": partition.anchor_size,
+                        "blocks": partition.num_blocks,
+                        "relay": partition.relay,  # 0 for dense and ring partitions
+                        "block_starts": [b.start for b in partition.blocks],
+                        "prompt_tokens": doc.numel() + len(prompt.question_ids),
+                        "output": output,
+                        "answers": list(sample.answers),
+                        "score": score(output, sample.answers),
+                        "output_tokens": len(tokens),
+                        "stop_reason": stats.stop_reason,
+                        "encode_seconds": encode.seconds,  # shared by the questions on this context
+                        "seconds": seconds,
+                    }
+                    records.append(record)
+                    if on_sample and comm.rank == 0:
+                        on_sample(record)
+    return {"configs": labels, "samples": records, **aggregate(records, labels)}
+
+
+GREEDY = "greedy"
+
+
+def _label(config: EvalConfig, decoding: str, decodings: dict) -> str:
+    # greedy alone keeps the labels of earlier results ("dense", "star b=N/4 ...")
+    return config.label if list(decodings) == [GREEDY] else f"{config.label}, {decoding}"
 
 
 def _task_order(task: str) -> tuple[int, str]:
@@ -141,7 +168,8 @@ def aggregate(records: list[dict], labels: list[str]) -> dict:
             family_scores = [row["accuracy"] for row in by_family if row["length"] == n and row["config"] == c]
             if family_scores:
                 averages.append({"length": n, "config": c, "accuracy": mean(family_scores), "families": len(family_scores)})
-    dense = {row["length"]: row["accuracy"] for row in averages if row["config"] == "dense"}
+    base = labels[0] if labels and labels[0].startswith("dense") else "dense"
+    dense = {row["length"]: row["accuracy"] for row in averages if row["config"] == base}
     ratios = [
         {
             "length": row["length"],
@@ -151,9 +179,19 @@ def aggregate(records: list[dict], labels: list[str]) -> dict:
             "ratio": row["accuracy"] / dense[row["length"]] if dense[row["length"]] > 0 else None,
         }
         for row in averages
-        if row["config"] != "dense" and row["length"] in dense
+        if row["config"] != base and row["length"] in dense
     ]
-    return {"tasks": by_task, "families": by_family, "averages": averages, "ratios": ratios}
+    stops = []
+    for label in labels:
+        reasons = [r.get("stop_reason") for r in records if r["config"] == label]
+        if reasons:
+            stops.append({"config": label, "samples": len(reasons),
+                          **{reason: reasons.count(reason) / len(reasons) for reason in STOP_REASONS}})
+    return {"tasks": by_task, "families": by_family, "averages": averages, "ratios": ratios, "stops": stops}
+
+
+# how an answer ended (``star.engine``): the last two mean it did not end by itself
+STOP_REASONS = ("end of turn", "stop string", "max new tokens", "repetition")
 
 
 def format_length(tokens: int) -> str:
@@ -202,6 +240,11 @@ def format_table(results: dict) -> str:
             for r in results["ratios"]
         ]
         out += _render(["vs dense (average over families)", "length", "ratio"], ratio_rows)
+    if results.get("stops"):
+        out.append("")
+        stop_rows = [[row["config"], str(row["samples"]), *(f"{100 * row[reason]:.1f}" for reason in STOP_REASONS)]
+                     for row in results["stops"]]
+        out += _render(["how answers ended, % of samples", "samples", *STOP_REASONS], stop_rows)
     return "\n".join(out)
 
 
