@@ -20,8 +20,9 @@ $(VENV)/.installed: pyproject.toml requirements.lock
 	$(BIN)/python -m pip install --quiet --no-deps --no-build-isolation -e .
 	touch $@
 
+# A fixed seed: the model's own sampling, with the same answer every time on one machine.
 run: setup
-	$(BIN)/starcli ask README.md docs/architecture.md \
+	$(BIN)/starcli ask README.md docs/architecture.md --seed 1 \
 		"What does this repository do, and where is the Star Attention engine implemented? Answer in a few sentences."
 
 test: setup

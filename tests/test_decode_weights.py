@@ -98,3 +98,24 @@ def test_the_session_decodes_from_int8_in_bfloat16_on_the_cpu_only(tiny_star):
     encode, _ = session.encode(list(range(3, 200)), session.plan(197, block_size=64))
     tokens, stats = session.answer([5, 6], max_new_tokens=4)
     assert encode.tokens == 197 and len(tokens) == 4
+
+
+def test_copies_saved_with_the_model_are_the_ones_loaded(tiny_star, tmp_path):
+    model = tiny_star.to(torch.bfloat16)
+    decode_weights.save_copies(model, tmp_path)
+    from safetensors.torch import load_file
+
+    stored = load_file(str(tmp_path / decode_weights.COPIES_FILE))
+    head = model.lm_head.weight.detach()
+    assert torch.equal(stored["lm_head.q"], quantize_rows(head)[0])  # what loading would make itself
+    # a copy of the right shape is used as it is (here one made visibly different), a wrong one is not
+    stored["lm_head.q"] = torch.zeros_like(stored["lm_head.q"])
+    stored["model.layers.0.mlp.up_proj.q"] = stored["model.layers.0.mlp.up_proj.q"][:1]
+    from safetensors.torch import save_file
+
+    save_file(stored, str(tmp_path / decode_weights.COPIES_FILE))
+    int8_for_decode(model, tmp_path)
+    x = torch.randn(1, head.shape[1], dtype=torch.bfloat16)
+    assert (model.lm_head(x) == 0).all()
+    up = model.model.layers[0].mlp.up_proj
+    assert torch.allclose(up(x).float(), up.linear(x).float(), atol=0.05, rtol=0.05)

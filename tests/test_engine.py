@@ -181,6 +181,25 @@ def test_stop_tokens_and_stop_callback():
     assert cut == free[:2] and stats.stop_reason == "stop string"
 
 
+def test_the_loop_guard_ends_an_answer_that_repeats_itself_unless_turned_off(monkeypatch):
+    _, star = tiny_pair("qwen2")
+    engine = StarEngine(star, kernel="math")
+    engine.encode_context(random_ids(40, 1), plan_star(40, 1))
+    cycle = iter([])
+
+    def looping_choice(logits, sampler):  # an answer that says the same five tokens over and over
+        return next(cycle)
+
+    monkeypatch.setattr(engine, "_choose", looping_choice)
+    cycle = iter([11, 12, 13, 14, 15] * 40)
+    tokens, stats = engine.answer([1, 2], max_new_tokens=100)
+    # stopped as soon as the loop covers the guard's minimum span (48 tokens, >= 3 periods)
+    assert stats.stop_reason == "repetition" and len(tokens) == 48
+    cycle = iter([11, 12, 13, 14, 15] * 40)
+    tokens, stats = engine.answer([1, 2], max_new_tokens=100, loop_guard=False)
+    assert stats.stop_reason == "max new tokens" and len(tokens) == 100
+
+
 def test_follow_up_turn_continues_after_the_answer():
     reference, star = tiny_pair("qwen2")
     doc, first, second = random_ids(120, 1), random_ids(4, 2), random_ids(3, 3)

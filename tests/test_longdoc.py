@@ -340,7 +340,7 @@ def test_real_model_summarizes_a_text_longer_than_the_window(tmp_path, real_mode
     env = {**os.environ, "STARCLI_CACHE": real_model_cache, "NO_COLOR": "1", "HF_HUB_OFFLINE": "1"}
     result = subprocess.run(
         [sys.executable, "-m", "starcli", "summarize", str(tmp_path / "story.md"), "--device", "cpu",
-         "--window", "700", "--max-new-tokens", "40", "--json"],
+         "--window", "700", "--max-new-tokens", "40", "--seed", "1", "--json"],
         capture_output=True, text=True, timeout=900, env=env,
     )
     assert result.returncode == 0, result.stderr

@@ -74,7 +74,8 @@ def quantize_rows(weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 
 class Int8DecodeLinear(nn.Module):
     """``linear`` as it was, plus an int8 copy of its weight for inputs of a few rows; ``copy``: the
-    (int8 weight, scale) made at conversion, else it is quantized here."""
+    (int8 weight, scale) made at conversion, else it is quantized here. The dynamic kernel's copy
+    must be packed (``pack``) before the first use."""
 
     def __init__(self, linear: nn.Linear, kind: str | None = None,
                  copy: tuple[torch.Tensor, torch.Tensor] | None = None):
@@ -85,17 +86,27 @@ class Int8DecodeLinear(nn.Module):
         weight = linear.weight.detach()
         q_weight, scale = copy if copy is not None else quantize_rows(weight)
         if self.kind == "dynamic":
-            zero_points = torch.zeros(weight.shape[0], dtype=torch.long)
-            bias = None if linear.bias is None else linear.bias.detach().float()
-            with _x86_engine(), warnings.catch_warnings():
-                # torch 2.13 marks its quantized tensor type deprecated; the engine's kernels take
-                # nothing else, and ``kernel()`` falls back to the weight-only kernel once they go
-                warnings.simplefilter("ignore", UserWarning)
-                quantized = torch._make_per_channel_quantized_tensor(q_weight, scale.double(), zero_points, 0)
-                self._packed = torch.ops.quantized.linear_prepack(quantized, bias)
+            self._unpacked: tuple[torch.Tensor, torch.Tensor] | None = (q_weight, scale)
+            self._packed = None
         else:
             self.register_buffer("q_weight", q_weight, persistent=False)
             self.register_buffer("q_scale", scale.to(weight.dtype), persistent=False)
+
+    def pack(self) -> None:
+        """The x86 engine's packed form of the copy (its kernels take nothing else). Call it with
+        the x86 engine selected (``_x86_engine``)."""
+        if self.kind != "dynamic" or self._unpacked is None:
+            return
+        q_weight, scale = self._unpacked
+        zero_points = torch.zeros(q_weight.shape[0], dtype=torch.long)
+        bias = None if self.linear.bias is None else self.linear.bias.detach().float()
+        with warnings.catch_warnings():
+            # torch 2.13 marks its quantized tensor type deprecated; the engine's kernels take
+            # nothing else, and ``kernel()`` falls back to the weight-only kernel once they go
+            warnings.simplefilter("ignore", UserWarning)
+            quantized = torch._make_per_channel_quantized_tensor(q_weight, scale.double(), zero_points, 0)
+            self._packed = torch.ops.quantized.linear_prepack(quantized, bias)
+        self._unpacked = None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         rows = x.numel() // x.shape[-1]
@@ -103,6 +114,9 @@ class Int8DecodeLinear(nn.Module):
             return self.linear(x)
         flat = x.reshape(rows, x.shape[-1])
         if self.kind == "dynamic":
+            if self._packed is None:  # a layer wrapped on its own, outside ``int8_for_decode``
+                with _x86_engine():
+                    self.pack()
             # float32 in and out: the engine's own format (the activation is quantized inside)
             out = torch.ops.quantized.linear_dynamic(flat.float(), self._packed, False).to(x.dtype)
         else:
@@ -170,7 +184,18 @@ def int8_for_decode(model, folder=None) -> int:
         fits = (q_weight is not None and scale is not None and q_weight.dtype == torch.int8
                 and q_weight.shape == layer.weight.shape and scale.shape == layer.weight.shape[:1])
         setattr(parent, attr, Int8DecodeLinear(layer, kind, (q_weight, scale) if fits else None))
+    _pack_all([getattr(parent, attr) for _name, parent, attr, _layer in targets])
     return len(targets)
+
+
+def _pack_all(layers: list[Int8DecodeLinear]) -> None:
+    """Pack every copy, largest first, on as many threads as torch uses: the packing kernel runs
+    on one core, and the LM head alone is half of the model's packing time."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    order = sorted(layers, key=lambda layer: -layer.linear.weight.numel())
+    with _x86_engine(), ThreadPoolExecutor(max(1, torch.get_num_threads())) as pool:
+        list(pool.map(Int8DecodeLinear.pack, order))
 
 
 @contextlib.contextmanager

@@ -117,12 +117,14 @@ class Session:
         return stats, info
 
     def answer(self, question_ids: list[int], *, max_new_tokens: int, sampling: SamplingParams = SamplingParams(),
-               on_token: Callable[[int], bool] | None = None, keep_history: bool = False) -> tuple[list[int], AnswerStats]:
+               on_token: Callable[[int], bool] | None = None, keep_history: bool = False,
+               loop_guard: bool = True) -> tuple[list[int], AnswerStats]:
         """Phase 2 of one question (``StarEngine.answer``), on the CPU with the decode thread count
         chosen by timing the steps."""
         with tuned_decode_threads(self.device, on_token or (lambda token: False)) as decode_on_token:
             return self.engine.answer(question_ids, max_new_tokens=max_new_tokens, sampling=sampling,
-                                      stop_token_ids=self.stops, on_token=decode_on_token, keep_history=keep_history)
+                                      stop_token_ids=self.stops, on_token=decode_on_token, keep_history=keep_history,
+                                      loop_guard=loop_guard)
 
     def stream(self, question_ids: list[int], settings: RunSettings, emit: Emit,
                keep_history: bool = False) -> tuple[list[int], AnswerStats, str]:

@@ -256,6 +256,7 @@ class StarEngine:
         stop_token_ids: set[int] = frozenset(),
         on_token: Callable[[int], bool] | None = None,
         keep_history: bool = False,
+        loop_guard: bool = True,
     ) -> tuple[list[int], AnswerStats]:
         """Phase 2: prefill ``question_ids`` after the document, then generate.
 
@@ -263,7 +264,9 @@ class StarEngine:
         stops (e.g. a stop string was completed). By default each call starts from the encoded
         document alone, so several questions can be answered against one encoding. With
         ``keep_history`` the call continues after the previous answer (a follow-up turn): earlier
-        questions and answers stay in the last rank's tail KV.
+        questions and answers stay in the last rank's tail KV. ``loop_guard`` stops an answer whose
+        end repeats itself (``sampling.repeating_tail``); the bench turns it off to time a fixed
+        number of tokens.
         """
         if self.run is None:
             raise EngineError("encode_context must run before answer")
@@ -302,7 +305,7 @@ class StarEngine:
             if len(tokens) >= max_new_tokens:
                 stats.stop_reason = "max new tokens"
                 break
-            if repeating_tail(tokens):
+            if loop_guard and repeating_tail(tokens):
                 stats.stop_reason = "repetition"
                 break
             logits = step_one(token, position, self.state.tail.filled) if step_one else self._step([token], position)

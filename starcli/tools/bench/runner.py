@@ -183,7 +183,8 @@ class _Runner:
 
         answer = None
         try:
-            _, answer = self.session.answer(self.question, max_new_tokens=last, on_token=on_token)
+            # a random model's greedy answer may loop: the guard would end it before the last timed token
+            _, answer = self.session.answer(self.question, max_new_tokens=last, on_token=on_token, loop_guard=False)
         except (RuntimeError, MemoryError) as exc:
             error = _oom_message(exc)
             if error is None:
