@@ -9,8 +9,8 @@ import typer
 from transformers import AutoModelForCausalLM
 from typer.testing import CliRunner
 
-from starcli.cli.tools import BENCH_SHAPES
-from starcli.cli.tools import bench as bench_command
+from starcli.cli.bench_eval import BENCH_SHAPES
+from starcli.cli.bench_eval import bench as bench_command
 from starcli.errors import UsageError
 from starcli.model import dtypes
 from starcli.star.engine import StarEngine

@@ -63,6 +63,9 @@ def test_quiet_prints_answer_only(tiny_model_dir, doc):
     result = invoke("ask", doc, "q?", *base(tiny_model_dir), "--quiet")
     assert result.exit_code == 0
     assert result.stderr == ""
+    # the answer itself, nothing more (the tiny model names no sampling defaults: greedy, repeatable)
+    answer = json.loads(invoke("ask", doc, "q?", *base(tiny_model_dir), "--json").stdout)["answers"][0]["answer"]
+    assert answer.strip() and result.stdout == answer + "\n"
 
 
 def test_stdin_is_the_source_when_none_is_named(tiny_model_dir):
@@ -202,3 +205,5 @@ def test_chat_answers_each_question_and_keeps_the_conversation(tiny_model_dir, d
 def test_chat_ends_on_end_of_input(tiny_model_dir, doc):
     result = invoke("chat", doc, *base(tiny_model_dir), input="")
     assert result.exit_code == 0
+    # it encoded the document and waited for a question; none came, so it answered nothing
+    assert "encoded" in result.stderr and "ask away" in result.stderr and result.stdout == ""

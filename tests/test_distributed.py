@@ -61,6 +61,14 @@ def test_ring_equals_dense(world):
     results = distributed.run_ranks(world, answer_on_rank, "ring", "llama", N, None, None)
     for r in results:
         assert r["tokens"] == expected["tokens"]
+    assert sum(r["kv_tokens"] for r in results) == N
+    # ring is exact: each rank's zigzag chunks hold dense's KV at those positions, in every layer
+    for r in results:
+        pos = 0
+        for s, e in r["ranges"]:
+            for layer, keys in r["keys"].items():
+                torch.testing.assert_close(keys[:, :, pos : pos + e - s], expected["keys"][layer][:, :, s:e], atol=1e-5, rtol=1e-5)
+            pos += e - s
 
 
 @pytest.mark.parametrize("anchor,relay", [(64, 0), (32, 64)])

@@ -15,7 +15,7 @@ from transformers import PreTrainedTokenizerFast
 from typer.testing import CliRunner
 
 from starcli.tools.evals import words
-from starcli.cli.tools import evaluate as eval_command
+from starcli.cli.bench_eval import evaluate as eval_command
 from starcli.run.session import Session
 from starcli.star.comm import Comm
 from starcli.tools.evals.data import EvalDataError, read_jsonl, score, write_jsonl

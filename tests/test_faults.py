@@ -234,10 +234,11 @@ def test_bad_input_gives_one_clear_line(case, tmp_path, tiny_model_dir):
     before = _tree(tmp_path, cache)
     env = {**os.environ, "HOME": str(home), "STARCLI_CACHE": str(cache), "NO_COLOR": "1", "HF_HUB_OFFLINE": "1",
            "HF_HOME": str(home / "hf"), "XDG_CACHE_HOME": str(home / ".cache"), **EARLY_ENV.get(case, {})}
-    started = time.monotonic()
-    result = subprocess.run([sys.executable, "-m", "starcli", *args, "--device", "cpu", "--max-new-tokens", "4"],
-                            capture_output=True, text=True, timeout=BOUND_S, env=env, cwd=work, stdin=subprocess.DEVNULL)
-    assert time.monotonic() - started < BOUND_S
+    try:
+        result = subprocess.run([sys.executable, "-m", "starcli", *args, "--device", "cpu", "--max-new-tokens", "4"],
+                                capture_output=True, text=True, timeout=BOUND_S, env=env, cwd=work, stdin=subprocess.DEVNULL)
+    except subprocess.TimeoutExpired:
+        pytest.fail(f"{case}: still running after {BOUND_S} s (a hang, not an error)")
     code, words = CASES[case]
     assert result.returncode == code, result.stderr
     errors = [line for line in result.stderr.splitlines() if line.startswith("starcli: error:")]
@@ -485,4 +486,7 @@ def test_a_rank_ends_without_teardown_once_its_work_is_reported(tmp_path, tiny_m
     result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=BOUND_S,
                             env={**env, "NO_COLOR": "1", "HF_HUB_OFFLINE": "1"})
     assert result.returncode == 0, result.stderr
-    assert "--- starcli report ---" in result.stderr  # the run was reported before the end
+    # the run was reported before the end: run as a module without a renderer, a rank writes its
+    # events to stdout as JSON lines, the result last
+    reported = [json.loads(line)["type"] for line in result.stdout.splitlines() if line.strip()]
+    assert reported[-1] == "result" and "token" in reported

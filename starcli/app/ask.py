@@ -10,9 +10,11 @@ from __future__ import annotations
 import dataclasses
 import sys
 import time
-from typing import IO, Callable
+from typing import IO
 
+from .. import events
 from ..errors import UsageError
+from ..events import Emit
 from ..ingest.document import Document
 from ..ingest.loader import load_sources
 from ..ingest.options import IngestOptions
@@ -23,15 +25,12 @@ from .decoding import decide_sampling
 from .requests import AskRequest, Placement
 from .window import model_config, model_window, needed_tokens, stretched, too_long, truncate_document
 
-Emit = Callable[[dict], None]
-
-
 def note(emit: Emit, text: str) -> None:
-    emit({"type": "note", "text": text})
+    emit(events.Note(text))
 
 
 def stage(emit: Emit, name: str, done: int, total: int = 1) -> None:
-    emit({"type": "stage", "stage": name, "done": done, "total": total})
+    emit(events.Stage(name, done, total))
 
 
 def read_input(sources: list[str], ingest: IngestOptions, emit: Emit, stdin: IO[bytes] | None) -> Document:
@@ -69,14 +68,14 @@ def executor_for(settings: RunSettings, placement: Placement, world: int, model_
 def ask(request: AskRequest, emit: Emit, stdin: IO[bytes] | None = None) -> dict:
     """One ask or summarize; returns the result (empty on a node other than node 0)."""
     started = time.perf_counter()
+    request = checks.check_request(request)
     settings = request.settings
-    checks.check_request(request)
 
-    stage(emit, "reading input", 0)
+    stage(emit, events.READING_INPUT, 0)
     ingest_start = time.perf_counter()
     document = read_input(request.sources, request.ingest, emit, stdin)
     ingest_s = time.perf_counter() - ingest_start
-    stage(emit, "reading input", 1)
+    stage(emit, events.READING_INPUT, 1)
 
     spec, tokenizer = model_and_tokenizer(settings, emit)
     settings = decide_sampling(settings, spec.path)
@@ -84,13 +83,14 @@ def ask(request: AskRequest, emit: Emit, stdin: IO[bytes] | None = None) -> dict
     asked_scaling = settings.rope_scaling  # what the user asked for, before any automatic stretch
     config = model_config(spec.path, settings.trust_remote_code)
     window = model_window(config, settings, request.window)
-    stage(emit, "tokenizing", 0)
+    stage(emit, events.TOKENIZING, 0)
     tokenize_start = time.perf_counter()
     text = document.render()
     prompts = [build_prompt(tokenizer, text, q) for q in request.questions]
     needed = needed_tokens(prompts, settings)
     if window.limit is not None and needed > window.limit:
-        window = stretched(request, spec, config, window, needed, lambda text: note(emit, text))
+        window, settings = stretched(request, config, window, needed, lambda text: note(emit, text))
+        request = dataclasses.replace(request, settings=settings)
     over_window = window.limit is not None and needed > window.limit
     long_input = over_window and not request.truncate and request.long != "refuse"
     if over_window and not long_input:
@@ -99,7 +99,7 @@ def ask(request: AskRequest, emit: Emit, stdin: IO[bytes] | None = None) -> dict
         prompts = truncate_document(tokenizer, text, request.questions, prompts, settings, window.limit,
                                     lambda text: note(emit, text))
     tokenize_s = time.perf_counter() - tokenize_start
-    stage(emit, "tokenizing", 1)
+    stage(emit, events.TOKENIZING, 1)
     facts = {
         "sources": [p.path for p in document.parts],
         "skipped": len(document.skipped),
@@ -139,7 +139,7 @@ def count(sources: list[str], settings: RunSettings, ingest: IngestOptions, plac
     """Tokens per part and in total, and the blocks/ranks a run would use (a dry run)."""
     from ..star.partition import plan_partition
 
-    settings.device = checks.resolve_device(settings.device)
+    settings = dataclasses.replace(settings, device=checks.resolve_device(settings.device))
     checks.check_star_options(settings.attention, settings.block_size, settings.anchor_size, settings.relay)
     checks.check_ingest(ingest)
     checks.check_placement(placement)

@@ -8,10 +8,12 @@ from __future__ import annotations
 
 from typing import IO, Callable
 
+from .. import events
 from ..errors import InputError, UsageError
+from ..events import Emit
 from ..ingest.prompt import build_prompt, followup_ids, question_text
 from . import checks
-from .ask import Emit, model_and_tokenizer, stage, note, read_input
+from .ask import executor_for, model_and_tokenizer, note, read_input, stage
 from .decoding import decide_sampling, describe_sampling
 from .requests import AskRequest
 from .window import model_config, model_window
@@ -21,16 +23,11 @@ _QUESTION_ROOM = 32
 
 
 def chat(request: AskRequest, emit: Emit, read_line: Callable[[], str | None], stdin: IO[bytes] | None = None) -> None:
-    import torch
-
-    from ..run.session import Session
-    from ..star.comm import Comm
-
-    settings = request.settings
-    checks.read_rope_scaling(request)
-    checks.check_settings(settings)
+    request = checks.read_rope_scaling(request)
+    settings = checks.check_settings(request.settings)
     checks.check_ingest(request.ingest)
-    if (request.placement.procs or 1) > 1 or (request.placement.gpus or 1) > 1:
+    placement = request.placement
+    if (placement.procs or 1) > 1 or (placement.gpus or 1) > 1 or placement.nnodes > 1:
         raise UsageError("chat runs in one process; use `starcli ask -q ... -q ...` on several ranks")
     document = read_input(request.sources, request.ingest, emit, stdin)
     spec, tokenizer = model_and_tokenizer(settings, emit)
@@ -42,12 +39,10 @@ def chat(request: AskRequest, emit: Emit, read_line: Callable[[], str | None], s
             f"the input is too long for the model: {len(doc_ids)} document tokens + room for a question and "
             f"{settings.max_new_tokens} answer tokens > {limit} positions; use a smaller input or a lower --max-new-tokens"
         )
-    comm = Comm(device=torch.device("cuda", 0) if settings.device == "cuda" else torch.device("cpu"))
-    stage(emit, "loading model", 0)
-    session = Session.load(settings, str(spec.path), comm, tokenizer=tokenizer)
-    stage(emit, "loading model", 1)
+    session = executor_for(settings, request.placement, 1, str(spec.path), tokenizer).local_session(emit)
+    stage(emit, events.LOADING_MODEL, 1)
     partition = session.plan(len(doc_ids), settings.attention, settings.block_size, settings.anchor_size, settings.relay)
-    encode, _ = session.encode(doc_ids, partition, lambda done, total: stage(emit, "encoding blocks", done, total))
+    encode, _ = session.encode(doc_ids, partition, lambda done, total: stage(emit, events.ENCODING_BLOCKS, done, total))
     note(emit, f"sampling: {describe_sampling(settings.sampling_report())}")
     note(emit, f"encoded {len(doc_ids)} document tokens in {encode.seconds:.2f} s; ask away (/exit or Ctrl-D to leave)")
     turns = 0
@@ -63,7 +58,7 @@ def chat(request: AskRequest, emit: Emit, read_line: Callable[[], str | None], s
             turns = 0
             ids = tokenizer(question_text(tokenizer, line.strip()), add_special_tokens=False)["input_ids"]
         tokens, stats, _ = session.stream(ids, settings, emit, keep_history=turns > 0)
-        emit({"type": "answer_end", "index": turns})
+        emit(events.AnswerEnd(turns))
         rate = stats.decode_tokens / stats.decode_seconds if stats.decode_seconds > 0 else 0.0
         note(emit, f"{len(tokens)} tokens, first after {stats.prefill_seconds:.2f} s, {rate:.1f} tokens/s, stopped: {stats.stop_reason}")
         turns += 1

@@ -1,10 +1,13 @@
 """Every option of a command checked before any work: a bad one is exit 2, naming it.
 
 ``check_settings`` also decides what ``auto`` means for the device and the dtype, once, here, so
-that every rank (another process) runs what the report names.
+that every rank (another process) runs what the report names. Nothing is written into what it is
+given: the checks return the decided request or settings (``RunSettings`` is frozen).
 """
 
 from __future__ import annotations
+
+import dataclasses
 
 from ..errors import UsageError
 from ..ingest.options import IngestOptions
@@ -12,15 +15,14 @@ from ..model.rope import NONE, parse_rope_scaling
 from ..run.settings import RunSettings
 from .requests import LONG_MODES, AskRequest, Placement
 
-ATTENTIONS = ("star", "dense", "ring")
 # A document at least this long is spread over all visible GPUs by default (--gpus unset).
 MULTI_GPU_MIN_TOKENS = 32768
 
 
-def check_request(request: AskRequest) -> None:
-    """Every option of an ask or summarize."""
-    read_rope_scaling(request)
-    check_settings(request.settings)
+def check_request(request: AskRequest) -> AskRequest:
+    """Every option of an ask or summarize; returns the request with its settings decided."""
+    request = read_rope_scaling(request)
+    request = dataclasses.replace(request, settings=check_settings(request.settings))
     check_ingest(request.ingest)
     check_placement(request.placement)
     if request.long not in (*LONG_MODES, "summary"):
@@ -29,14 +31,16 @@ def check_request(request: AskRequest) -> None:
         raise UsageError(f"--window must be a positive number of tokens, got {request.window}")
     if any(not q.strip() for q in request.questions) or not request.questions:
         raise UsageError("the question is empty")
+    return request
 
 
-def check_settings(settings: RunSettings) -> None:
-    """The model and engine options (resolving --device and --dtype auto), and the cache's environment."""
+def check_settings(settings: RunSettings) -> RunSettings:
+    """The model and engine options, and the cache's environment; returns the settings with
+    --device and --dtype ``auto`` decided."""
     from ..model.dtypes import auto_dtype_reason, pick_dtype
     from ..star.kernels import KERNELS
 
-    settings.device = resolve_device(settings.device)
+    settings = dataclasses.replace(settings, device=resolve_device(settings.device))
     try:
         settings.sampling().validate()
     except ValueError as exc:
@@ -46,8 +50,8 @@ def check_settings(settings: RunSettings) -> None:
     except UsageError as exc:
         raise UsageError(f"--dtype: {exc}") from None
     if settings.dtype.strip().lower() == "auto":
-        settings.dtype_reason = auto_dtype_reason(settings.device)
-        settings.dtype = str(dtype).removeprefix("torch.")
+        settings = dataclasses.replace(settings, dtype=str(dtype).removeprefix("torch."),
+                                       dtype_reason=auto_dtype_reason(settings.device))
     if settings.kernel not in KERNELS:
         raise UsageError(f"--kernel must be one of {', '.join(KERNELS)}, got {settings.kernel!r}")
     if settings.cache:
@@ -60,17 +64,15 @@ def check_settings(settings: RunSettings) -> None:
     if settings.max_new_tokens < 1:
         raise UsageError(f"--max-new-tokens must be at least 1, got {settings.max_new_tokens}")
     check_star_options(settings.attention, settings.block_size, settings.anchor_size, settings.relay)
+    return settings
 
 
 def check_star_options(attention: str, block_size: int | None, anchor_size: int | None, relay: int | None) -> None:
-    """--attention and the block settings, before the document's length is known."""
-    for name, value in (("block_size", block_size), ("anchor_size", anchor_size)):
-        if value is not None and value <= 0:
-            raise UsageError(f"--{name.replace('_', '-')} must be a positive number of tokens, got {value}")
-    if relay is not None and relay < 0:
-        raise UsageError(f"--relay must not be negative, got {relay}")
-    if attention not in ATTENTIONS:
-        raise UsageError(f"--attention must be {', '.join(ATTENTIONS[:-1])} or {ATTENTIONS[-1]}, got {attention!r}")
+    """--attention and the block settings, before the document's length is known (the rules:
+    ``star.partition.check_options``)."""
+    from ..star.partition import check_options
+
+    check_options(attention, block_size, anchor_size, relay)
 
 
 def resolve_device(device: str) -> str:
@@ -106,13 +108,14 @@ def check_placement(placement: Placement) -> None:
         raise UsageError(f"--timeout must be a positive number of seconds, got {placement.timeout_s:g}")
 
 
-def read_rope_scaling(request: AskRequest) -> None:
+def read_rope_scaling(request: AskRequest) -> AskRequest:
     """--rope-scaling: TYPE:FACTOR is checked; ``none`` turns the automatic stretch off."""
     settings = request.settings
     if settings.rope_scaling and settings.rope_scaling.strip().lower() == NONE:
-        settings.rope_scaling, request.stretch = None, False
-    elif settings.rope_scaling:
+        return dataclasses.replace(request, settings=dataclasses.replace(settings, rope_scaling=None), stretch=False)
+    if settings.rope_scaling:
         parse_rope_scaling(settings.rope_scaling)
+    return request
 
 
 def world_size_for(placement: Placement, device: str, document_tokens: int) -> int:

@@ -13,11 +13,12 @@ from __future__ import annotations
 import time
 from typing import Callable
 
+from .. import events
+from ..events import Emit
 from ..ingest.prompt import build_prompt
 from ..run.settings import Batch, Job, RunSettings
 from .longdoc import LongInputError, LongRun, Pass, answer_long, summarize_long
 
-Emit = Callable[[dict], None]
 Execute = Callable[[Batch, Emit], list[dict]]
 
 
@@ -137,7 +138,7 @@ def read_long(request, text: str, needed: int, tokenizer, window: int, execute: 
     how = ("summarizing it section by section, then combining the section summaries in order"
            if request.long == "summary" else
            "--long map: asking each section, then combining the partial answers in order")
-    emit({"type": "note", "text": f"the prompt needs {needed} tokens, more than the window of {window}: {how}"})
+    emit(events.Note(f"the prompt needs {needed} tokens, more than the window of {window}: {how}"))
     runner = PassRunner(request.settings, execute.model_path, tokenizer, window, execute, emit)
     if request.long == "summary":
         run = summarize_long(text, request.words, runner)
@@ -157,25 +158,24 @@ class _BatchSink:
         self.current: Pass | None = None
 
     def note(self, text: str) -> None:
-        self.emit({"type": "note", "text": text})
+        self.emit(events.Note(text))
 
-    def __call__(self, event: dict) -> None:
-        kind = event.get("type")
-        if kind == "pass":
-            self.current = self.passes[event["index"]]
+    def __call__(self, event: events.Event) -> None:
+        if isinstance(event, events.PassStart):
+            self.current = self.passes[event.index]
             if self.current.kind == "final":
                 self.note(f"{self.current.label} into the answer")
                 if self.current.heading:
-                    self.emit({"type": "question", "index": self.final_index, "text": self.current.heading})
-        elif kind == "result":
+                    self.emit(events.Question(self.final_index, self.current.heading))
+        elif isinstance(event, events.Result):
             if self.current is not None and self.current.kind != "final":
-                self.note(f"{self.current.label} done: {_pass_summary(event['result'])}")
-        elif kind in ("token", "answer_end"):
+                self.note(f"{self.current.label} done: {_pass_summary(event.result)}")
+        elif isinstance(event, (events.Token, events.AnswerEnd)):
             if self.current is not None and self.current.kind == "final":
-                if kind == "token":
+                if isinstance(event, events.Token):
                     self.first_token_at.setdefault(self.final_index, time.perf_counter())
                 self.emit(event)
-        elif kind == "note" or (kind == "stage" and event.get("stage") == "loading model"):
+        elif isinstance(event, events.Note) or (isinstance(event, events.Stage) and event.stage == events.LOADING_MODEL):
             self.emit(event)
 
 

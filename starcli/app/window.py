@@ -7,6 +7,7 @@ and every way forward, cut with ``--truncate`` (reported), or read in passes (``
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from typing import Callable
 
@@ -55,25 +56,26 @@ def automatic_stretch_limit(config) -> float | None:
     return YARN_FAMILIES.get(getattr(config, "model_type", None))
 
 
-def stretched(request: AskRequest, spec, config, window: Window, needed: int, note: Note) -> Window:
+def stretched(request: AskRequest, config, window: Window, needed: int, note: Note) -> tuple[Window, RunSettings]:
     """The window for an input of ``needed`` positions over a model's trained window: its RoPE
     stretched with YaRN by the smallest factor that fits, up to the factor its family documents
     (then sections or a refusal use the stretched window). Other models keep their window (the
-    refusal offers --rope-scaling), as do --rope-scaling, --rope-scaling none and --window."""
+    refusal offers --rope-scaling), as do --rope-scaling, --rope-scaling none and --window. Returns
+    the window and the settings that give it (the stretch in ``rope_scaling``)."""
     settings = request.settings
     most = automatic_stretch_limit(config)
     if (not request.stretch or settings.rope_scaling or window.forced or most is None
             or not window.rope_scalable or window.model_positions is None):
-        return window
+        return window, settings
     factor = fitting_factor(needed, window.model_positions, most)
     if factor is None:
-        return window
-    settings.rope_scaling = f"yarn:{factor:g}"
+        return window, settings
+    settings = dataclasses.replace(settings, rope_scaling=f"yarn:{factor:g}")
     wider = model_window(config, settings, request.window)
     note(f"the input needs {needed} positions, more than the model's trained {window.model_positions}: "
          f"its RoPE is stretched with YaRN x{factor:g} to {wider.limit} (less accurate past the trained "
          f"length; --rope-scaling none refuses instead)")
-    return wider
+    return wider, settings
 
 
 def needed_tokens(prompts, settings: RunSettings) -> int:

@@ -244,6 +244,8 @@ def worker(
 ):
     """Run one rank of a job (for clusters that start ranks themselves with torchrun's variables set)."""
     from ..run.worker import run_and_exit
+    from .render import Renderer
 
-    run_and_exit(["--job", job, "--device", device, "--timeout", str(timeout)] + (["--events", events] if events else []))
+    run_and_exit(["--job", job, "--device", device, "--timeout", str(timeout)] + (["--events", events] if events else []),
+                 renderer=Renderer)
 

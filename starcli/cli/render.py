@@ -1,9 +1,7 @@
 """Render run events: the answer to stdout as it streams, progress and the timing report to stderr,
 or one JSON object on stdout with ``--json``.
 
-Events are plain dicts (they may have crossed a socket from a rank):
-``stage`` {stage, done, total}, ``note`` {text}, ``question`` {index, text}, ``token`` {text},
-``answer_end`` {index}, ``result`` {result}.
+Events are ``starcli.events`` (they may have crossed a socket from a rank, as JSON).
 """
 
 from __future__ import annotations
@@ -16,6 +14,8 @@ from typing import IO
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from .. import events
 
 
 def _fancy(stream: IO) -> bool:
@@ -98,25 +98,24 @@ class Renderer:
         self.stdout.write(text)
         self.stdout.flush()
 
-    def __call__(self, event: dict) -> None:
-        kind = event.get("type")
-        if kind == "stage":
-            self._stage(event["stage"], event.get("done", 0), event.get("total", 0))
-        elif kind == "note":
-            self.note(event["text"])
-        elif kind == "question":
+    def __call__(self, event: events.Event) -> None:
+        if isinstance(event, events.Stage):
+            self._stage(event.stage, event.done, event.total)
+        elif isinstance(event, events.Note):
+            self.note(event.text)
+        elif isinstance(event, events.Question):
             if not self.json_output:
                 self.stop_progress()
-                self._write(("\n" if event["index"] else "") + f"## {event['text']}\n")
-        elif kind == "token":
+                self._write(("\n" if event.index else "") + f"## {event.text}\n")
+        elif isinstance(event, events.Token):
             if not self.json_output:
                 self.stop_progress()
                 self.answer_started = True
-                self._write(event["text"])
-        elif kind == "answer_end":
+                self._write(event.text)
+        elif isinstance(event, events.AnswerEnd):
             if not self.json_output and self.answer_started:
                 self._write("\n")
-        # "result" events are the caller's (run.execute returns them); nothing to show yet
+        # Result events are the caller's (run.execute returns them); nothing to show yet
 
     def finish(self, result: dict) -> None:
         """After the run: the report on stderr, or the JSON object on stdout."""

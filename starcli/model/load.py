@@ -15,7 +15,8 @@ from typing import Any
 
 from ..errors import one_line
 from .dtypes import pick_dtype
-from .resolve import TOKENIZER_FILES, ModelError, ModelSpec, check_model_dir, read_config
+from .folder import TOKENIZER_FILES, check_model_dir, read_config
+from .spec import ModelError, ModelSpec
 
 def _needs_remote_code(path: Path, config: dict[str, Any]) -> bool:
     """Whether loading ``path`` would need Python code shipped inside the checkpoint."""

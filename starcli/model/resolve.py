@@ -39,7 +39,8 @@ from ..cache.dirs import (
     write_json_atomic,
 )
 from . import embedded
-from .embedded import STAGE_ASSEMBLE, EmbeddedModel
+from .embedded import EmbeddedModel
+from .folder import check_model_dir
 from .spec import ModelError, ModelSpec, ProgressFn
 
 DEFAULT_MODEL_NAME = embedded.DEFAULT.name
@@ -53,15 +54,6 @@ MARKER = "starcli.json"
 MARKER_FORMAT = 2
 CONVERTED_DTYPE = "bfloat16"
 
-TOKENIZER_FILES = (
-    "tokenizer.json",
-    "tokenizer.model",
-    "vocab.json",
-    "vocab.txt",
-    "spiece.model",
-    "sentencepiece.bpe.model",
-)
-_PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt")
 _CHUNK = 8 << 20
 
 
@@ -111,35 +103,6 @@ def resolve_model(
         f"no model {spec!r}: not a directory, not a .gguf file, "
         f"not in the local hub cache (HF_HUB_CACHE={_hub_cache_dir()})"
     )
-
-
-def check_model_dir(path: Path, *, allow_pickle: bool) -> None:
-    if not (path / "config.json").is_file():
-        ggufs = sorted(path.glob("*.gguf"))
-        hint = f"; to use the GGUF file, name it: {ggufs[0]}" if len(ggufs) == 1 else ""
-        raise ModelError(f"{path} is not a model directory (no config.json){hint}")
-    read_config(path)
-    if any(path.glob("*.safetensors")):
-        return
-    if any(f.suffix in _PICKLE_SUFFIXES for f in path.iterdir() if f.is_file()):
-        if allow_pickle:
-            return
-        # Pickle files can run arbitrary code when unpickled; safetensors cannot. Loading them
-        # is an explicit choice, and even then only with torch's restricted `weights_only`.
-        raise ModelError(
-            f"{path} has only pickle weights; pass --allow-pickle to load them with weights_only"
-        )
-    raise ModelError(f"{path} has no model weights (*.safetensors)")
-
-
-def read_config(path: Path) -> dict[str, Any]:
-    try:
-        data = json.loads((path / "config.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        raise ModelError(f"{path / 'config.json'} is unreadable: {one_line(exc)}") from None
-    if not isinstance(data, dict):
-        raise ModelError(f"{path / 'config.json'} is not a JSON object")
-    return data
 
 
 def _hub_cache_dir() -> Path:

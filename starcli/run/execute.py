@@ -7,6 +7,7 @@ to ``emit`` as they come, and the call returns rank 0's results.
 
 from __future__ import annotations
 
+from .. import events
 from .launch import LaunchOptions, run_distributed
 from .settings import Batch, Job, RunSettings
 
@@ -29,23 +30,32 @@ class Executor:
             plan_partition(s.attention, len(job.document_ids), world, s.block_size, s.anchor_size, relay=s.relay)
         results: list[dict] = []
 
-        def collect(event: dict) -> None:
-            if event.get("type") == "result":
-                results.append(event["result"])
+        def collect(event: events.Event) -> None:
+            if isinstance(event, events.Result):
+                results.append(event.result)
             emit(event)
 
         if self.ranks is not None:
             run_distributed(work, self.ranks, collect)
             return results
-        import torch
-
-        from ..star.comm import Comm
         from .rank import run_batch, run_job
-        from .session import Session
 
-        comm = Comm(device=torch.device("cuda", 0) if self.settings.device == "cuda" else torch.device("cpu"))
-        if self.session is None:
-            emit({"type": "stage", "stage": "loading model", "done": 0, "total": 1})
-            self.session = Session.load(self.settings, self.model_path, comm, tokenizer=self.tokenizer)
-        (run_batch if isinstance(work, Batch) else run_job)(work, comm, collect, self.session)
+        session = self.local_session(emit)
+        (run_batch if isinstance(work, Batch) else run_job)(work, session.comm, collect, session)
         return results
+
+    def local_session(self, emit: events.Emit):
+        """The session of this process (loaded at the first call, then kept): the one in-process
+        path, for jobs and for chat's turns."""
+        if self.ranks is not None:
+            raise RuntimeError("a session in this process was asked of an executor that runs on ranks")
+        if self.session is None:
+            import torch
+
+            from ..star.comm import Comm
+            from .session import Session
+
+            comm = Comm(device=torch.device("cuda", 0) if self.settings.device == "cuda" else torch.device("cpu"))
+            emit(events.Stage(events.LOADING_MODEL, 0))
+            self.session = Session.load(self.settings, self.model_path, comm, tokenizer=self.tokenizer)
+        return self.session

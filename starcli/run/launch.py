@@ -21,8 +21,8 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
+from .. import events
 from ..errors import RunError
 from .settings import Batch, Job
 
@@ -93,14 +93,14 @@ def _worker_command(options: LaunchOptions, job_path: str, events: str) -> list[
 class _EventServer:
     """Accepts one connection per rank and forwards their JSON-line events to ``emit``."""
 
-    def __init__(self, emit: Callable[[dict], None]):
+    def __init__(self, emit: events.Emit):
         self.emit = emit
         self.sock = socket.socket()
         self.sock.bind(("127.0.0.1", 0))
         self.sock.listen(64)
         self.sock.settimeout(0.5)
         self.address = "127.0.0.1:%d" % self.sock.getsockname()[1]
-        self.errors: list[dict] = []
+        self.errors: list[events.RankError] = []
         self.failure: BaseException | None = None  # e.g. a closed stdout pipe while rendering
         self.closed = False
         self.lock = threading.Lock()
@@ -122,11 +122,11 @@ class _EventServer:
         with conn, conn.makefile("r", encoding="utf-8") as lines:
             for line in lines:
                 try:
-                    event = json.loads(line)
-                except json.JSONDecodeError:
+                    event = events.from_json(json.loads(line))
+                except ValueError:  # not JSON, or not an event
                     continue
                 with self.lock:
-                    if event.get("type") == "error":
+                    if isinstance(event, events.RankError):
                         self.errors.append(event)
                         continue
                     if self.failure is not None:
@@ -169,7 +169,7 @@ def _describe_failure(server: _EventServer, torchrun_log: str, returncode: int) 
     with connection errors that they do report. So a rank that died by a signal without reporting
     is the cause; otherwise the first reported error is.
     """
-    reported = {int(e.get("rank", -1)) for e in server.errors}
+    reported = {e.rank for e in server.errors}
     deaths = [(int(rank), int(code)) for rank, code in _FAILED_RANK.findall(torchrun_log)]
     # torchrun ends the surviving ranks with SIGTERM once one dies: a SIGTERM is the cause only
     # when no rank died by another signal
@@ -184,13 +184,13 @@ def _describe_failure(server: _EventServer, torchrun_log: str, returncode: int) 
             return f"rank {rank} was killed by {name}{hint}"
     if server.errors:
         first = server.errors[0]
-        return f"rank {first.get('rank')} failed: {first.get('message')}"
+        return f"rank {first.rank} failed: {first.message}"
     for rank, code in _FAILED_RANK.findall(torchrun_log):
         return f"rank {rank} failed with exit code {code}"
     return f"the ranks exited with status {returncode}"
 
 
-def run_distributed(job: Job | Batch, options: LaunchOptions, emit: Callable[[dict], None]) -> None:
+def run_distributed(job: Job | Batch, options: LaunchOptions, emit: events.Emit) -> None:
     """Run ``job`` (or each job of a batch, on one model load) on ``options.nprocs`` local ranks
     (× nnodes); raise LaunchError naming a failed rank."""
     server = _EventServer(emit)

@@ -2,8 +2,8 @@
 each question, and reports through ``emit(event)``.
 
 ``run_job`` is the same in a single process and in every torchrun rank; only the ``Comm`` differs.
-Events are plain JSON, so a rank's events can be shipped to the CLI process and rendered exactly
-as in the single-process case. Only rank 0 emits; its last event is the ``result``.
+Events are ``starcli.events`` (one JSON form), so a rank's events can be shipped to the CLI process
+and rendered exactly as in the single-process case. Only rank 0 emits; its last event is the ``result``.
 """
 
 from __future__ import annotations
@@ -11,7 +11,9 @@ from __future__ import annotations
 import torch
 
 from ..star.comm import Comm
-from .session import CacheIdentity, Emit, Session
+from .. import events
+from ..events import Emit
+from .session import CacheIdentity, Session
 from .settings import Batch, Job
 
 
@@ -27,31 +29,31 @@ def run_job(job: Job, comm: Comm, emit: Emit, session: Session | None = None) ->
     """Run ``job`` on this rank (on ``session``'s model when given); returns the result dict on
     rank 0 (None elsewhere)."""
     settings = job.settings
-    speak = emit if comm.rank == 0 else (lambda event: None)
-    speak({"type": "stage", "stage": "loading model", "done": 0, "total": 1})
+    speak = emit if comm.rank == 0 else events.discard
+    speak(events.Stage(events.LOADING_MODEL, 0))
     session = session or Session.load(settings, job.model_path, comm)
     if comm.device.type == "cuda":
         # after loading: CUDA is initialised by then, and the peak still counts the weights
         torch.cuda.reset_peak_memory_stats(comm.device)
-    speak({"type": "stage", "stage": "loading model", "done": 1, "total": 1})
+    speak(events.Stage(events.LOADING_MODEL, 1))
     partition = session.plan(len(job.document_ids), settings.attention, settings.block_size, settings.anchor_size,
                              settings.relay)
     total_blocks = partition.num_blocks
-    speak({"type": "stage", "stage": "encoding blocks", "done": 0, "total": total_blocks})
+    speak(events.Stage(events.ENCODING_BLOCKS, 0, total_blocks))
 
     def on_progress(done: int, total: int) -> None:
         # rank 0's progress stands for all ranks: they run in lockstep on equal shares
-        speak({"type": "stage", "stage": "encoding blocks", "done": done * comm.world_size, "total": total_blocks})
+        speak(events.Stage(events.ENCODING_BLOCKS, done * comm.world_size, total_blocks))
 
     cache = CacheIdentity(job.model_path, settings.rope_scaling, tuple(job.sources)) if settings.cache else None
     encode, cache_info = session.encode(job.document_ids, partition, on_progress, cache=cache, emit=speak)
-    speak({"type": "stage", "stage": "encoding blocks", "done": total_blocks, "total": total_blocks})
+    speak(events.Stage(events.ENCODING_BLOCKS, total_blocks, total_blocks))
     answers = []
     for index, question_ids in enumerate(job.questions):
         if len(job.questions) > 1:
-            speak({"type": "question", "index": index, "text": _nth(job.question_texts, index)})
+            speak(events.Question(index, _nth(job.question_texts, index)))
         tokens, stats, text = session.stream(question_ids, settings, speak)
-        speak({"type": "answer_end", "index": index})
+        speak(events.AnswerEnd(index))
         answers.append(
             {
                 "question": _nth(job.question_texts, index),
@@ -104,20 +106,20 @@ def run_job(job: Job, comm: Comm, emit: Emit, session: Session | None = None) ->
         "per_rank": gathered,
         "cache": cache_info,
     }
-    speak({"type": "result", "result": result})
+    speak(events.Result(result))
     return result
 
 
 def run_batch(batch: Batch, comm: Comm, emit: Emit, session: Session | None = None) -> list[dict | None]:
-    """Run each job of ``batch`` in order on one session; a ``pass`` event {index, total} precedes
-    each job's own events. Returns each job's result on rank 0 (None elsewhere)."""
-    speak = emit if comm.rank == 0 else (lambda event: None)
+    """Run each job of ``batch`` in order on one session; a ``PassStart`` event precedes each job's
+    own events. Returns each job's result on rank 0 (None elsewhere)."""
+    speak = emit if comm.rank == 0 else events.discard
     if session is None:
-        speak({"type": "stage", "stage": "loading model", "done": 0, "total": 1})
+        speak(events.Stage(events.LOADING_MODEL, 0))
         session = Session.load(batch.jobs[0].settings, batch.jobs[0].model_path, comm)
     results = []
     for index, job in enumerate(batch.jobs):
-        speak({"type": "pass", "index": index, "total": len(batch.jobs)})
+        speak(events.PassStart(index, len(batch.jobs)))
         results.append(run_job(job, comm, emit, session))
     return results
 

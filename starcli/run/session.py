@@ -19,6 +19,8 @@ from typing import Callable
 
 import torch
 
+from .. import events
+from ..events import Emit
 from ..ingest.prompt import stop_token_ids
 from ..star.comm import Comm
 from ..star.decode_threads import tuned_decode_threads
@@ -28,7 +30,6 @@ from ..star.sampling import SamplingParams
 from .settings import RunSettings
 from .textstream import TextStream
 
-Emit = Callable[[dict], None]
 
 
 @dataclass(frozen=True)
@@ -75,7 +76,7 @@ class Session:
         without ``with_tokenizer``: the bench's folders need not have one)."""
         from ..model.dtypes import pick_dtype
         from ..model.load import load_model
-        from ..model.resolve import ModelSpec
+        from ..model.spec import ModelSpec
         from ..star import attention
 
         attention.register()
@@ -110,7 +111,7 @@ class Session:
         from ..cache import documents
 
         key = self._cache_key(cache, ids.tolist(), partition)
-        stats, info = self._load_cached(key, partition, emit or (lambda event: None))
+        stats, info = self._load_cached(key, partition, emit or events.discard)
         if stats is None:
             stats = self.engine.encode_context(ids, partition, on_progress)
             documents.save(key, self.engine.export_document_kv(), stats.seconds, list(cache.sources))
@@ -136,7 +137,7 @@ class Session:
         def emit_text(delta: str) -> None:
             if delta:
                 parts.append(delta)
-                emit({"type": "token", "text": delta})
+                emit(events.Token(delta))
 
         def on_token(token: int) -> bool:
             emit_text(stream.feed(token))
@@ -179,7 +180,7 @@ class Session:
         try:
             found = documents.load(key)
         except documents.DocCacheError as exc:
-            emit({"type": "note", "text": f"ignoring a corrupt document cache entry ({exc}); encoding again"})
+            emit(events.Note(f"ignoring a corrupt document cache entry ({exc}); encoding again"))
             documents.remove(key.digest())
             found = None
         # ring's phase 1 has collectives, so ranks must agree: all load, or all encode

@@ -13,9 +13,10 @@ from dataclasses import dataclass, field
 from ..star.partition import DEFAULT_PASS_TOKENS
 
 
-@dataclass
+@dataclass(frozen=True)
 class RunSettings:
-    """Everything a rank needs besides the token ids; JSON-serialisable for the launcher."""
+    """Everything a rank needs besides the token ids; JSON-serialisable for the launcher. Frozen:
+    the checks (``app.checks``, ``app.decoding``, ``app.window``) return decided copies."""
 
     model: str | None = None
     device: str = "auto"

@@ -2,7 +2,8 @@
 
 Started by the CLI through torchrun, or directly by a cluster launcher that sets torchrun's
 variables (RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR, MASTER_PORT) itself. With ``--events`` the
-rank streams JSON-line events to the CLI; without it, rank 0 renders the answer and report itself.
+rank streams JSON-line events (``starcli.events``) to the CLI; without it, rank 0 hands them to the
+renderer ``starcli worker`` gives it (or, run as a module, writes them to stdout as JSON lines).
 """
 
 from __future__ import annotations
@@ -13,7 +14,9 @@ import os
 import socket
 import sys
 import traceback
+from typing import Any, Callable
 
+from .. import events
 from ..star.comm import init_comm
 from .rank import run_batch, run_job
 from .settings import Batch, job_from_json
@@ -26,12 +29,24 @@ class _EventSink:
         self.sock.settimeout(None)
         self.file = self.sock.makefile("w", encoding="utf-8")
 
-    def __call__(self, event: dict) -> None:
-        self.file.write(json.dumps(event) + "\n")
+    def __call__(self, event: events.Event) -> None:
+        self.file.write(json.dumps(events.to_json(event)) + "\n")
         self.file.flush()
 
 
-def main(argv: list[str] | None = None) -> int:
+class _JsonLines:
+    """Events as JSON lines on stdout: a rank run by hand without a renderer."""
+
+    def __call__(self, event: events.Event) -> None:
+        print(json.dumps(events.to_json(event)), flush=True)
+
+    def finish(self, result) -> None:
+        pass
+
+
+def main(argv: list[str] | None = None, renderer: Callable[[], Any] | None = None) -> int:
+    """One rank; ``renderer()`` makes rank 0's event sink (with ``finish(result)``) when no
+    ``--events`` address is given."""
     parser = argparse.ArgumentParser(prog="starcli worker")
     parser.add_argument("--job", required=True)
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
@@ -44,12 +59,7 @@ def main(argv: list[str] | None = None) -> int:
         with open(args.job) as f:
             job = job_from_json(json.load(f))
         comm = init_comm(args.device, timeout_s=args.timeout)
-        if sink is not None:
-            emit = sink
-        else:
-            from ..cli.render import Renderer
-
-            emit = Renderer()
+        emit = sink if sink is not None else (renderer or _JsonLines)()
         result = (run_batch if isinstance(job, Batch) else run_job)(job, comm, emit)
         if sink is None and comm.rank == 0:
             emit.finish(result[-1] if isinstance(job, Batch) else result)
@@ -63,7 +73,7 @@ def main(argv: list[str] | None = None) -> int:
         message = f"{type(exc).__name__}: {exc}".strip().splitlines()[0] if str(exc) else type(exc).__name__
         if sink is not None:
             try:
-                sink({"type": "error", "rank": rank, "message": message})
+                sink(events.RankError(rank, message))
             except OSError:
                 pass
         print(f"starcli worker rank {rank}: {message}", file=sys.stderr)
@@ -72,14 +82,14 @@ def main(argv: list[str] | None = None) -> int:
         return 1
 
 
-def run_and_exit(argv: list[str] | None = None) -> None:
+def run_and_exit(argv: list[str] | None = None, renderer: Callable[[], Any] | None = None) -> None:
     """Run the rank, then end it without the interpreter's and the C++ libraries' teardown.
 
     Everything is reported and flushed by then; what is left is destructors, and gloo's threads,
     torn down after the interpreter at exit, could abort a rank that had finished its work
     (SIGABRT, "terminate called without an active exception"), failing a run that had succeeded.
     """
-    code = main(argv)
+    code = main(argv, renderer)
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(code)

@@ -358,10 +358,19 @@ def _join_lse(x: torch.Tensor, count: int) -> torch.Tensor:
     return x.reshape(bc // count, count, h, length).transpose(1, 2).reshape(bc // count, h, count * length)
 
 
+# Keywords a model's attention may pass that change what attention computes, which this function
+# does not implement: a model that sets them is refused when it is checked (``engine.supports_star``);
+# reaching here with one set means that check missed a model, and the answer would be wrong.
+UNSUPPORTED = ("sliding_window", "softcap", "s_aux", "sinks")
+
+
 def star_attention_forward(module, query, key, value, attention_mask, scaling=None, dropout=0.0, star_state=None, **kwargs):
     """The function registered as ``attn_implementation="star"`` (transformers' attention interface)."""
     if star_state is None:
         raise RuntimeError("attn_implementation='star' needs the starcli engine (star_state keyword missing)")
+    given = [name for name in UNSUPPORTED if kwargs.get(name) is not None]
+    if given:
+        raise RuntimeError(f"star attention does not implement {', '.join(given)} (model type {module.config.model_type!r})")
     if scaling is None:
         scaling = query.shape[-1] ** -0.5
     out = star_state.attend(module.layer_idx, query, key, value, scaling)

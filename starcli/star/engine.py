@@ -77,6 +77,17 @@ def supports_star(model) -> str | None:
     layer_types = getattr(config, "layer_types", None)
     if layer_types and any(t != "full_attention" for t in layer_types):
         return "models with sliding-window or linear-attention layers are not supported yet"
+    # what the attention function would be handed and cannot honour (attention.UNSUPPORTED):
+    # refused here, before anything runs, rather than answered approximately
+    window = getattr(config, "sliding_window", None)
+    positions = getattr(config, "max_position_embeddings", None)
+    if (isinstance(window, int) and getattr(config, "use_sliding_window", True) is not False
+            and (positions is None or window < positions)):
+        return f"models with a sliding attention window ({window} tokens) are not supported yet"
+    if getattr(config, "attn_logit_softcapping", None):
+        return "models with soft-capped attention logits are not supported yet"
+    if any(name.endswith("sinks") for name, _ in model.named_parameters()):
+        return "models with attention sinks are not supported yet"
     return None
 
 

@@ -92,15 +92,26 @@ def default_block_size(num_tokens: int) -> int:
     return max(BLOCK_MULTIPLE, int(round(quarter / BLOCK_MULTIPLE)) * BLOCK_MULTIPLE)
 
 
-def _check_sizes(num_tokens: int, world_size: int, block_size: int | None, anchor_size: int | None) -> None:
+ATTENTIONS = ("star", "dense", "ring")
+
+
+def check_options(attention: str, block_size: int | None, anchor_size: int | None, relay: int | None) -> None:
+    """The attention and block settings as given, before the document's length is known: the one
+    place these rules live (the command checks them before any work, the planners again)."""
+    for name, value in (("block-size", block_size), ("anchor-size", anchor_size)):
+        if value is not None and value <= 0:
+            raise PartitionError(f"--{name} must be a positive number of tokens, got {value}")
+    if relay is not None and relay < 0:
+        raise PartitionError(f"--relay must not be negative, got {relay}")
+    if attention not in ATTENTIONS:
+        raise PartitionError(f"--attention must be {', '.join(ATTENTIONS[:-1])} or {ATTENTIONS[-1]}, got {attention!r}")
+
+
+def _check_sizes(num_tokens: int, world_size: int) -> None:
     if num_tokens <= 0:
         raise PartitionError("the document has no tokens")
     if world_size <= 0:
         raise PartitionError(f"world size must be positive, got {world_size}")
-    if block_size is not None and block_size <= 0:
-        raise PartitionError(f"--block-size must be a positive number of tokens, got {block_size}")
-    if anchor_size is not None and anchor_size <= 0:
-        raise PartitionError(f"--anchor-size must be a positive number of tokens, got {anchor_size}")
 
 
 def split_evenly(count: int, parts: int) -> list[tuple[int, int]]:
@@ -130,11 +141,10 @@ def plan_star(
     at the end of the previous block (never anchor tokens; ``None``: see ``DEFAULT_RELAY``).
     A document shorter than one block is one block: star attention is then exactly dense attention.
     """
-    _check_sizes(num_tokens, world_size, block_size, anchor_size)
+    _check_sizes(num_tokens, world_size)
+    check_options("star", block_size, anchor_size, relay)
     if relay is None:
         relay = default_block_size(num_tokens) if block_size is None else 0
-    if relay < 0:
-        raise PartitionError(f"--relay must not be negative, got {relay}")
     block_size = block_size or default_block_size(num_tokens)
     anchor_size = anchor_size or block_size
     if anchor_size > block_size:
@@ -161,7 +171,7 @@ def plan_star(
 
 def plan_dense(num_tokens: int, chunk_size: int | None = None) -> Partition:
     """Full causal attention in one process; ``chunk_size`` only bounds memory (chunked prefill)."""
-    _check_sizes(num_tokens, 1, chunk_size, None)
+    _check_sizes(num_tokens, 1)
     chunk_size = chunk_size or num_tokens
     blocks = tuple(Block(i, s, min(s + chunk_size, num_tokens)) for i, s in enumerate(range(0, num_tokens, chunk_size)))
     return Partition(num_tokens, chunk_size, 0, 1, "dense", (RankPlan(0, blocks, needs_anchor=False),))
@@ -173,7 +183,7 @@ def plan_ring(num_tokens: int, world_size: int) -> Partition:
     With causal attention, chunk c costs about c units of work, so pairing an early chunk with a late
     one gives every rank the same total: the honest, load-balanced exact baseline.
     """
-    _check_sizes(num_tokens, world_size, None, None)
+    _check_sizes(num_tokens, world_size)
     num_chunks = 2 * world_size
     chunks = [Block(i, s, e) for i, (s, e) in enumerate(split_evenly(num_tokens, num_chunks))]
     ranks = []
@@ -188,12 +198,11 @@ def plan_partition(
     attention: str, num_tokens: int, world_size: int = 1, block_size: int | None = None, anchor_size: int | None = None,
     relay: int | None = DEFAULT_RELAY,
 ) -> Partition:
+    check_options(attention, block_size, anchor_size, relay)
     if attention == "star":
         return plan_star(num_tokens, world_size, block_size, anchor_size, relay)
     if attention == "ring":
         return plan_ring(num_tokens, world_size)
-    if attention == "dense":
-        if world_size != 1:
-            raise PartitionError("--attention dense runs in one process; use star or ring with several ranks")
-        return plan_dense(num_tokens)
-    raise PartitionError(f"unknown attention mode {attention!r}: choose star, dense or ring")
+    if world_size != 1:  # dense
+        raise PartitionError("--attention dense runs in one process; use star or ring with several ranks")
+    return plan_dense(num_tokens)

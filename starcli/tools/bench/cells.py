@@ -1,5 +1,8 @@
 """The options of a bench run, checked, and the cells it runs in order."""
 
+import os
+import shlex
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
@@ -192,3 +195,18 @@ def bench_argv(settings: BenchSettings, ranks: int) -> list[str]:
     if settings.matmul_size:
         args += ["--matmul-size", str(settings.matmul_size)]
     return args
+
+
+# set by the relaunch, so that every rank records the command as the user typed it
+COMMAND_ENV = "STARCLI_BENCH_COMMAND"
+
+
+def command_line() -> str:
+    """The command as typed (``starcli bench ...`` or ``python -m starcli bench ...``), as ranks record it."""
+    if COMMAND_ENV in os.environ:
+        return os.environ[COMMAND_ENV]
+    main = sys.modules.get("__main__")
+    spec = getattr(main, "__spec__", None)
+    if spec is not None and spec.name.startswith("starcli"):
+        return shlex.join([Path(sys.executable).name, "-m", "starcli", *sys.argv[1:]])
+    return shlex.join([Path(sys.argv[0]).name, *sys.argv[1:]])

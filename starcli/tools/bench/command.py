@@ -9,17 +9,15 @@ from __future__ import annotations
 
 import json
 import os
-import shlex
 import sys
 from pathlib import Path
 from typing import Optional
 
 from ...errors import RunError
-from .cells import BenchError, bench_argv, bench_settings, plan_cells
+from .cells import COMMAND_ENV, BenchError, bench_argv, bench_settings, command_line, plan_cells
 from .table import format_table
 
 # Set by the launching process so every rank records the command the user actually typed.
-_COMMAND_ENV = "STARCLI_BENCH_COMMAND"
 # Seconds a multi-rank run may take before all its ranks are ended (None: no limit; tests bound it).
 RELAUNCH_TIMEOUT_S: Optional[float] = None
 
@@ -64,24 +62,13 @@ def benchmark(**options) -> Optional[dict]:
     return report
 
 
-def command_line() -> str:
-    """The command as typed (``starcli bench ...`` or ``python -m starcli bench ...``), as ranks record it."""
-    if _COMMAND_ENV in os.environ:
-        return os.environ[_COMMAND_ENV]
-    main = sys.modules.get("__main__")
-    spec = getattr(main, "__spec__", None)
-    if spec is not None and spec.name.startswith("starcli"):
-        return shlex.join([Path(sys.executable).name, "-m", "starcli", *sys.argv[1:]])
-    return shlex.join([Path(sys.argv[0]).name, *sys.argv[1:]])
-
-
 def _relaunch(ranks: int, argv: list[str]) -> None:
     """Run ``starcli bench`` on ``ranks`` local processes; an interrupt or failure ends them all."""
     import subprocess
 
     from ...run.launch import end_process_group, rank_environment, start_torchrun, torchrun_command
 
-    env = {**rank_environment(ranks), _COMMAND_ENV: command_line()}
+    env = {**rank_environment(ranks), COMMAND_ENV: command_line()}
     proc = start_torchrun(torchrun_command(ranks, ["-m", "starcli", "bench", *argv]), env)
     try:
         code = proc.wait(timeout=RELAUNCH_TIMEOUT_S)

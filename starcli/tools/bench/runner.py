@@ -18,8 +18,8 @@ from ...run.session import Session
 from ...star import attention
 from ...star.comm import Comm
 from ...star.engine import resolve_decode
-from .cells import ENGINE_MODES, HF_MODES, SINGLE_PROCESS_MODES, WARMUP_LENGTH, BenchSettings, CellSpec, plan_cells, warmup_spec
-from .command import command_line
+from .cells import (ENGINE_MODES, HF_MODES, SINGLE_PROCESS_MODES, WARMUP_LENGTH, BenchSettings, CellSpec,
+                    command_line, plan_cells, warmup_spec)
 from .table import fmt_value, cell_note
 from .flops import GIB, ModelDims, estimate_cell_bytes, forward_flops, phase1_flops
 

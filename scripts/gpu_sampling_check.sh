@@ -1,14 +1,14 @@
 #!/usr/bin/env bash
 # GPU decode speed after fa6143b (Sampler on the logits' device + the loop guard) against a baseline
-# package copy (default tools/baseline_pkg, e.g. the starcli/ of 65c5e03): the engine's own bench
+# package copy (default scripts/baseline_pkg, e.g. the starcli/ of 65c5e03): the engine's own bench
 # (decode, default 0.5B shape, 30K, dense and star, captured decode) for both versions, then
-# tools/gpu_sampling_check.py (Session.answer with greedy / penalty / sampling) for both.
+# scripts/gpu_sampling_check.py (Session.answer with greedy / penalty / sampling) for both.
 # Run from the repo root on the GPU machine; OUT gets the logs and JSON. Python runs from a scratch
 # folder so that PYTHONPATH alone picks the package (python -m puts the cwd first on sys.path).
 set -uo pipefail
 REPO=$PWD
 OUT=${OUT:-$REPO/gpu-out}
-BASE=${BASE:-$REPO/tools/baseline_pkg}
+BASE=${BASE:-$REPO/scripts/baseline_pkg}
 mkdir -p "$OUT"
 W=$(mktemp -d)
 cd "$W"
@@ -46,8 +46,8 @@ fi
 
 check() {  # label, extra options
   local label=$1; shift
-  echo "== check $label: PYTHONPATH=${PKG[$label]} python3 tools/gpu_sampling_check.py --label $label $*"
-  PYTHONPATH=${PKG[$label]} python3 "$REPO/tools/gpu_sampling_check.py" --label "$label" --json "$OUT/check-$label.json" ${CHECK_OPTS:-} "$@" \
+  echo "== check $label: PYTHONPATH=${PKG[$label]} python3 scripts/gpu_sampling_check.py --label $label $*"
+  PYTHONPATH=${PKG[$label]} python3 "$REPO/scripts/gpu_sampling_check.py" --label "$label" --json "$OUT/check-$label.json" ${CHECK_OPTS:-} "$@" \
     > "$OUT/check-$label.log" 2>&1
   local rc=$?
   grep -v 'round' "$OUT/check-$label.log" | tail -12

@@ -6,7 +6,7 @@ Builds a random-weight model of a bench shape (default qwen2.5-0.5b), encodes on
 engine; one untimed answer first pays the capture). Rounds interleave the variants, so drift hits
 them alike. Which ``starcli`` is imported is up to PYTHONPATH (run it from outside the repo root).
 
-  python3 tools/gpu_sampling_check.py --label current --json out.json
+  python3 scripts/gpu_sampling_check.py --label current --json out.json
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """starcli against llama.cpp on the CPU, alternating in one run: time to first token and decode.
 
-    python tools/cpu_peer.py --model <converted default model folder> --gguf <the same GGUF> \
+    python scripts/cpu_peer.py --model <converted default model folder> --gguf <the same GGUF> \
         --llama-bench <llama.cpp's llama-bench> --out docs/bench/cpu-peer-<date>.jsonl
 
 starcli runs in this process (one session, the default dtype and decode weights; the answer goes
