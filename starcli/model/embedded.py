@@ -54,7 +54,7 @@ CODER_1_5B = EmbeddedModel(
     gguf_bytes=1_117_320_768,
     sha256="cc324af070c2ecbfd324a30884d2f951a7ff756aba85cb811a6ec436933bb046",
     extra="model-1.5b",
-    about="Qwen2.5-Coder-1.5B-Instruct (Q4_K_M): better answers, about 3x the compute",
+    about="Qwen2.5-Coder-1.5B-Instruct (Q4_K_M): --model qwen2.5-coder-1.5b; about 3x the compute",
 )
 
 
