@@ -25,6 +25,16 @@ def answer_on_rank(comm, attention, family, n, block, anchor, relay=0):
             "ranges": [(b.start, b.end) for b in partition.ranks[comm.rank].blocks]}
 
 
+def assert_kv_is_the_single_process_kv(results, expected):
+    """Each rank's document KV, block by block, equals the single-process KV at the same positions."""
+    for r in results:
+        pos = 0
+        for s, e in r["ranges"]:
+            for layer, keys in r["keys"].items():
+                torch.testing.assert_close(keys[:, :, pos : pos + e - s], expected["keys"][layer][:, :, s:e], atol=1e-5, rtol=1e-5)
+            pos += e - s
+
+
 def single(attention, family="qwen2", n=N, block=BLOCK, anchor=ANCHOR, relay=0):
     from starcli.star.comm import Comm
 
@@ -47,12 +57,7 @@ def test_star_over_ranks_equals_one_process(world, relay):
     assert [r["has_tail"] for r in results] == [False] * (world - 1) + [True]
     assert sum(r["kv_tokens"] for r in results) == N
     # each rank's document KV is exactly the single-process KV of its blocks
-    for r in results:
-        pos = 0
-        for s, e in r["ranges"]:
-            for layer, keys in r["keys"].items():
-                torch.testing.assert_close(keys[:, :, pos : pos + e - s], expected["keys"][layer][:, :, s:e], atol=1e-5, rtol=1e-5)
-            pos += e - s
+    assert_kv_is_the_single_process_kv(results, expected)
 
 
 @pytest.mark.parametrize("world", [2, 3])
@@ -63,12 +68,7 @@ def test_ring_equals_dense(world):
         assert r["tokens"] == expected["tokens"]
     assert sum(r["kv_tokens"] for r in results) == N
     # ring is exact: each rank's zigzag chunks hold dense's KV at those positions, in every layer
-    for r in results:
-        pos = 0
-        for s, e in r["ranges"]:
-            for layer, keys in r["keys"].items():
-                torch.testing.assert_close(keys[:, :, pos : pos + e - s], expected["keys"][layer][:, :, s:e], atol=1e-5, rtol=1e-5)
-            pos += e - s
+    assert_kv_is_the_single_process_kv(results, expected)
 
 
 @pytest.mark.parametrize("anchor,relay", [(64, 0), (32, 64)])
