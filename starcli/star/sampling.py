@@ -10,6 +10,7 @@ and top-p keep the likeliest tokens, and the draw uses a generator on that devic
 from __future__ import annotations
 
 import math
+import secrets
 from dataclasses import dataclass
 
 import torch
@@ -75,7 +76,8 @@ class Sampler:
         self.generator = None
         if not params.greedy:
             self.generator = torch.Generator(device=device)
-            self.generator.manual_seed(params.seed if params.seed is not None else torch.seed())
+            # without a seed, a fresh one that leaves torch's global generator as it was
+            self.generator.manual_seed(params.seed if params.seed is not None else secrets.randbits(63))
 
     def choose(self, logits: torch.Tensor) -> int:
         """logits: (V,) any dtype, on the sampler's device. Returns the chosen token id."""
