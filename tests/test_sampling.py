@@ -12,7 +12,6 @@ from starcli.star.sampling import (
     keep_likeliest,
     penalize_repeats,
     repeating_tail,
-    sample_next,
 )
 
 
@@ -20,9 +19,10 @@ from starcli.star.sampling import (
 def test_greedy_takes_the_first_largest_logit(dtype):
     torch.manual_seed(0)
     logits = torch.randn(151_936).to(dtype)
-    assert sample_next(logits, SamplingParams()) == int(torch.argmax(logits))
+    greedy = Sampler(SamplingParams(), torch.device("cpu"))
+    assert greedy.choose(logits) == int(torch.argmax(logits))
     logits[[7, 90_000, 151_000]] = 50  # a tie: the first index wins
-    assert sample_next(logits, SamplingParams()) == 7
+    assert greedy.choose(logits) == 7
 
 
 def _reference_kept(scores: list[float], top_k: int, top_p: float) -> set[int]:

@@ -98,14 +98,6 @@ class Sampler:
         return token
 
 
-def sample_next(logits: torch.Tensor, params: SamplingParams, generator: torch.Generator | None = None) -> int:
-    """One choice from ``logits`` (V,) with no history: the first token of an answer."""
-    sampler = Sampler(params, logits.device)
-    if generator is not None:
-        sampler.generator = generator
-    return sampler.choose(logits)
-
-
 # The loop guard: an answer whose latest tokens are one n-gram over and over has stopped saying
 # anything new. A period of up to LOOP_MAX_PERIOD tokens repeated LOOP_REPEATS times in a row,
 # covering at least LOOP_MIN_SPAN tokens (so that a short legitimate run, a rule of dashes or a
