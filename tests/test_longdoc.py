@@ -293,7 +293,9 @@ def test_ask_long_map_streams_each_answer_and_reports_the_strategy(tiny_model_di
     assert result.exit_code == 0, result.stderr
     assert result.stdout.startswith("## where is c2p3w1?\n") and "\n## what follows c3p1w7?\n" in result.stdout
     assert "long input" in result.stderr and "--long map" in result.stderr
-    assert re.search(r"passes +\d+ \(\d+ sections, 2 finals\); partial answers combined in order", result.stderr)
+    # the window is tiny: with the answer instruction in every prompt, partial answers may need a combine level
+    assert re.search(r"passes +\d+ \(\d+ sections, (\d+ combines?, )?2 finals\); partial answers combined in order",
+                     result.stderr), result.stderr
 
 
 def test_long_input_over_two_ranks_gives_the_single_process_result(tiny_model_dir, book):

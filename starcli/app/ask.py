@@ -18,7 +18,7 @@ from ..events import Emit
 from ..ingest.document import Document
 from ..ingest.loader import load_sources
 from ..ingest.options import IngestOptions
-from ..ingest.prompt import build_prompt
+from ..ingest.prompt import ANSWER_INSTRUCTION, build_prompt
 from ..run.settings import Job, RunSettings
 from . import checks
 from .decoding import decide_sampling
@@ -86,7 +86,9 @@ def ask(request: AskRequest, emit: Emit, stdin: IO[bytes] | None = None) -> dict
     stage(emit, events.TOKENIZING, 0)
     tokenize_start = time.perf_counter()
     text = document.render()
-    prompts = [build_prompt(tokenizer, text, q) for q in request.questions]
+    # a summary asks for its length itself: no instruction to keep the answer short
+    system = None if request.long == "summary" else ANSWER_INSTRUCTION
+    prompts = [build_prompt(tokenizer, text, q, system) for q in request.questions]
     needed = needed_tokens(prompts, settings)
     if window.limit is not None and needed > window.limit:
         window, settings = stretched(request, config, window, needed, lambda text: note(emit, text))

@@ -15,7 +15,7 @@ from typing import Callable
 
 from .. import events
 from ..events import Emit
-from ..ingest.prompt import build_prompt
+from ..ingest.prompt import ANSWER_INSTRUCTION, build_prompt
 from ..run.settings import Batch, Job, RunSettings
 from .longdoc import LongInputError, LongRun, Pass, answer_long, summarize_long
 
@@ -44,8 +44,10 @@ def token_starts(tokenizer, text: str) -> list[int]:
 class PassRunner:
     """``longdoc.Passes`` over a tokenizer, a window and an ``execute`` for batches of jobs."""
 
-    def __init__(self, settings: RunSettings, model_path: str, tokenizer, window: int, execute: Execute, emit: Emit):
+    def __init__(self, settings: RunSettings, model_path: str, tokenizer, window: int, execute: Execute, emit: Emit,
+                 system: str | None = ANSWER_INSTRUCTION):
         self.settings = settings
+        self.system = system  # the prompts' system message: none for a summary (it asks for a length)
         self.model_path = model_path
         self.tokenizer = tokenizer
         self.window = window
@@ -59,11 +61,11 @@ class PassRunner:
         return token_starts(self.tokenizer, text)
 
     def prompt_tokens(self, document: str, question: str) -> int:
-        prompt = build_prompt(self.tokenizer, document, question)
+        prompt = build_prompt(self.tokenizer, document, question, self.system)
         return len(prompt.document_ids) + len(prompt.question_ids)
 
     def job(self, one: Pass) -> Job:
-        prompts = [build_prompt(self.tokenizer, one.document, q) for q in one.questions]
+        prompts = [build_prompt(self.tokenizer, one.document, q, self.system) for q in one.questions]
         needed = len(prompts[0].document_ids) + max(len(p.question_ids) for p in prompts) + self.answer_tokens
         if needed > self.window:  # longdoc plans every pass to fit; this is the guarantee
             raise LongInputError(f"{one.label}: {needed} tokens do not fit the window of {self.window}")
@@ -139,7 +141,8 @@ def read_long(request, text: str, needed: int, tokenizer, window: int, execute: 
            if request.long == "summary" else
            "--long map: asking each section, then combining the partial answers in order")
     emit(events.Note(f"the prompt needs {needed} tokens, more than the window of {window}: {how}"))
-    runner = PassRunner(request.settings, execute.model_path, tokenizer, window, execute, emit)
+    runner = PassRunner(request.settings, execute.model_path, tokenizer, window, execute, emit,
+                        system=None if request.long == "summary" else ANSWER_INSTRUCTION)
     if request.long == "summary":
         run = summarize_long(text, request.words, runner)
     else:

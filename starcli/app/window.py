@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Callable
 
 from ..errors import InputError, UsageError
-from ..ingest.prompt import build_prompt, document_text
+from ..ingest.prompt import ANSWER_INSTRUCTION, build_prompt, document_text
 from ..model.rope import YARN_FAMILIES, fitting_factor, parse_rope_scaling, scaled_positions, unsupported_reason
 from ..run.settings import RunSettings
 from .requests import AskRequest
@@ -108,7 +108,7 @@ def truncate_document(tokenizer, document: str, questions: list[str], prompts, s
     doc_len = len(prompts[0].document_ids)
     question_len = max(len(p.question_ids) for p in prompts)
     budget = limit - question_len - settings.max_new_tokens
-    overhead = len(tokenizer(document_text(tokenizer, "")[0], add_special_tokens=False)["input_ids"])
+    overhead = len(tokenizer(document_text(tokenizer, "", ANSWER_INSTRUCTION)[0], add_special_tokens=False)["input_ids"])
     if budget <= overhead:
         raise InputError(f"--max-new-tokens {settings.max_new_tokens} leaves no room for the document in {limit} positions")
     text = document

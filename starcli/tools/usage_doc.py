@@ -54,6 +54,11 @@ the question's, so an answer can quote its source.
 A sampled run draws a random seed unless `--seed` is given; the report's `sampling` line and
 `--json` (`sampling.seed`) name it, and `--seed N` repeats the answer on the same machine.
 
+A question (`ask`, `chat`) goes to the model with a system message asking it to give the answer
+first, in a sentence or two, and add detail only when asked, where the model's chat template has a
+system role; `summarize` asks for its length itself and goes without it. Small models otherwise
+answer, then explain at length until the token limit (docs/accuracy.md).
+
 The report names why each answer stopped (`answers[i].stop_reason` in `--json`): `end of turn`
 (the model finished), `stop string` (a `--stop` text), `max new tokens` (the limit), or
 `repetition`: the loop guard found the answer's latest tokens repeating one n-gram (of up to 200
