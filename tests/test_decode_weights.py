@@ -2,6 +2,8 @@
 used for a few rows only, switched off for the bench's transformers rows, and applied by the
 session on bfloat16 CPUs."""
 
+import copy
+
 import pytest
 import torch
 from torch import nn
@@ -100,22 +102,30 @@ def test_the_session_decodes_from_int8_in_bfloat16_on_the_cpu_only(tiny_star):
     assert encode.tokens == 197 and len(tokens) == 4
 
 
-def test_copies_saved_with_the_model_are_the_ones_loaded(tiny_star, tmp_path):
+def test_copies_saved_with_the_model_are_the_ones_loaded(tiny_star, tmp_path, monkeypatch):
     model = tiny_star.to(torch.bfloat16)
     decode_weights.save_copies(model, tmp_path)
-    from safetensors.torch import load_file
+    from safetensors.torch import load_file, save_file
 
     stored = load_file(str(tmp_path / decode_weights.COPIES_FILE))
     head = model.lm_head.weight.detach()
     assert torch.equal(stored["lm_head.q"], quantize_rows(head)[0])  # what loading would make itself
-    # a copy of the right shape is used as it is (here one made visibly different), a wrong one is not
+    # copies that agree with the weights are used as stored: only the three checked rows of each
+    # layer are quantized again at load
+    quantized_rows = []
+    real = decode_weights.quantize_rows
+    monkeypatch.setattr(decode_weights, "quantize_rows", lambda w: quantized_rows.append(w.shape[0]) or real(w))
+    int8_for_decode(copy.deepcopy(model), tmp_path)
+    assert quantized_rows and max(quantized_rows) <= 3
+    # a copy of the right shape left from other weights is not used: that layer is quantized afresh
     stored["lm_head.q"] = torch.zeros_like(stored["lm_head.q"])
     stored["model.layers.0.mlp.up_proj.q"] = stored["model.layers.0.mlp.up_proj.q"][:1]
-    from safetensors.torch import save_file
-
     save_file(stored, str(tmp_path / decode_weights.COPIES_FILE))
+    quantized_rows.clear()
     int8_for_decode(model, tmp_path)
+    assert head.shape[0] in quantized_rows
     x = torch.randn(1, head.shape[1], dtype=torch.bfloat16)
-    assert (model.lm_head(x) == 0).all()
+    assert not (model.lm_head(x) == 0).all()
+    assert torch.allclose(model.lm_head(x).float(), model.lm_head.linear(x).float(), atol=0.05, rtol=0.05)
     up = model.model.layers[0].mlp.up_proj
     assert torch.allclose(up(x).float(), up.linear(x).float(), atol=0.05, rtol=0.05)

@@ -174,7 +174,8 @@ def _stored_copies(folder) -> dict[str, torch.Tensor]:
 def int8_for_decode(model, folder=None) -> int:
     """Wrap the decoder's linear layers and the LM head in ``Int8DecodeLinear`` (CPU, bfloat16);
     returns how many were wrapped. The original weights stay: phase 1 and the KV are unchanged.
-    The copies come from ``folder``'s ``COPIES_FILE`` where it holds one of the right shape."""
+    The copies come from ``folder``'s ``COPIES_FILE`` where it holds one of the right shape that
+    agrees with the layer's weight (``_agrees``)."""
     # a layer already wrapped (a second session on the same model) keeps its copy
     targets = _linear_layers(model)
     stored = _stored_copies(folder) if targets else {}
@@ -182,10 +183,20 @@ def int8_for_decode(model, folder=None) -> int:
     for name, parent, attr, layer in targets:
         q_weight, scale = stored.get(f"{name}.q"), stored.get(f"{name}.scale")
         fits = (q_weight is not None and scale is not None and q_weight.dtype == torch.int8
-                and q_weight.shape == layer.weight.shape and scale.shape == layer.weight.shape[:1])
+                and q_weight.shape == layer.weight.shape and scale.shape == layer.weight.shape[:1]
+                and _agrees(layer.weight.detach(), q_weight, scale))
         setattr(parent, attr, Int8DecodeLinear(layer, kind, (q_weight, scale) if fits else None))
     _pack_all([getattr(parent, attr) for _name, parent, attr, _layer in targets])
     return len(targets)
+
+
+def _agrees(weight: torch.Tensor, q_weight: torch.Tensor, scale: torch.Tensor) -> bool:
+    """Whether a stored copy is the copy of ``weight``: its first, middle and last rows quantized
+    again must match exactly (quantizing is deterministic), so copies left from other weights are
+    made afresh instead of used."""
+    rows = sorted({0, weight.shape[0] // 2, weight.shape[0] - 1})
+    again, again_scale = quantize_rows(weight[rows])
+    return torch.equal(again, q_weight[rows]) and torch.equal(again_scale, scale[rows])
 
 
 def _pack_all(layers: list[Int8DecodeLinear]) -> None:
