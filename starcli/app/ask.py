@@ -25,6 +25,7 @@ from .decoding import decide_sampling
 from .requests import AskRequest, Placement
 from .window import model_config, model_window, needed_tokens, stretched, too_long, truncate_document
 
+
 def note(emit: Emit, text: str) -> None:
     emit(events.Note(text))
 

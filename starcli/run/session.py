@@ -31,7 +31,6 @@ from .settings import RunSettings
 from .textstream import TextStream
 
 
-
 @dataclass(frozen=True)
 class CacheIdentity:
     """What the document cache keys an encoding on besides the tokens and the partition."""
