@@ -33,6 +33,10 @@ class RunError(StarcliError, RuntimeError):
     """The run itself failed: a rank, a collective, the engine, the disk (exit 1)."""
 
 
+class Cancelled(RunError):
+    """The run was stopped on purpose (a server's client went away, or the server is stopping)."""
+
+
 def one_line(exc: BaseException, limit: int = 200) -> str:
     """One line of an exception, naming its type, for messages that must stay one line."""
     text = " ".join(str(exc).split()) or type(exc).__name__

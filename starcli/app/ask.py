@@ -10,7 +10,7 @@ from __future__ import annotations
 import dataclasses
 import sys
 import time
-from typing import IO
+from typing import IO, TYPE_CHECKING
 
 from .. import events
 from ..errors import UsageError
@@ -22,8 +22,12 @@ from ..ingest.prompt import ANSWER_INSTRUCTION, build_prompt
 from ..run.settings import Job, RunSettings
 from . import checks
 from .decoding import decide_sampling
+from .loading import executor_for, model_and_tokenizer
 from .requests import AskRequest, Placement
 from .window import model_config, model_window, needed_tokens, stretched, too_long, truncate_document
+
+if TYPE_CHECKING:
+    from .resident import Resident
 
 
 def note(emit: Emit, text: str) -> None:
@@ -42,43 +46,24 @@ def read_input(sources: list[str], ingest: IngestOptions, emit: Emit, stdin: IO[
     return document
 
 
-def model_and_tokenizer(settings: RunSettings, emit: Emit):
-    """(resolved model spec, its tokenizer): converts into the cache if needed, and refuses a model
-    that ships its own code before anything from it is loaded."""
-    from ..model.load import check_remote_code, load_tokenizer
-    from ..model.resolve import resolve_model
-
-    spec = resolve_model(settings.model, progress=lambda name, done, total: stage(emit, name, done, total),
-                         allow_pickle=settings.allow_pickle)
-    check_remote_code(spec, settings.trust_remote_code)
-    return spec, load_tokenizer(spec.path, settings.trust_remote_code)
-
-
-def executor_for(settings: RunSettings, placement: Placement, world: int, model_path: str, tokenizer):
-    """Runs jobs in this process (reusing ``tokenizer``) or, for several ranks, on torchrun."""
-    from ..run.execute import Executor
-    from ..run.launch import LaunchOptions
-
-    ranks = None
-    if world * placement.nnodes > 1:
-        ranks = LaunchOptions(world, settings.device, placement.nnodes, placement.node_rank, placement.rdzv_endpoint,
-                              placement.timeout_s)
-    return Executor(settings, model_path, ranks, tokenizer)
-
-
-def ask(request: AskRequest, emit: Emit, stdin: IO[bytes] | None = None) -> dict:
-    """One ask or summarize; returns the result (empty on a node other than node 0)."""
+def ask(request: AskRequest, emit: Emit, stdin: IO[bytes] | None = None, *, document: Document | None = None,
+        resident: Resident | None = None) -> dict:
+    """One ask or summarize; returns the result (empty on a node other than node 0). A server
+    gives the ``document`` its client read, and its ``resident`` model and executor."""
     started = time.perf_counter()
+    if resident is not None:
+        request = resident.adopt(request)
     request = checks.check_request(request)
     settings = request.settings
 
     stage(emit, events.READING_INPUT, 0)
     ingest_start = time.perf_counter()
-    document = read_input(request.sources, request.ingest, emit, stdin)
+    if document is None:
+        document = read_input(request.sources, request.ingest, emit, stdin)
     ingest_s = time.perf_counter() - ingest_start
     stage(emit, events.READING_INPUT, 1)
 
-    spec, tokenizer = model_and_tokenizer(settings, emit)
+    spec, tokenizer = (resident.spec, resident.tokenizer) if resident else model_and_tokenizer(settings, emit)
     settings = decide_sampling(settings, spec.path)
     request = dataclasses.replace(request, settings=settings)
     asked_scaling = settings.rope_scaling  # what the user asked for, before any automatic stretch
@@ -121,19 +106,28 @@ def ask(request: AskRequest, emit: Emit, stdin: IO[bytes] | None = None) -> dict
             raise UsageError("inputs over the window are read in passes on one machine only for now; use --nnodes 1")
         from .passes import read_long
 
-        world = checks.world_size_for(request.placement, settings.device, min(window.limit, len(prompts[0].document_ids)))
-        execute = executor_for(settings, request.placement, world, str(spec.path), tokenizer)
+        if resident is not None:
+            execute = resident.executor
+        else:
+            world = checks.world_size_for(request.placement, settings.device, min(window.limit, len(prompts[0].document_ids)))
+            execute = executor_for(settings, request.placement, world, str(spec.path), tokenizer)
         result = read_long(request, text, needed, tokenizer, window.limit, execute, emit, started)
     else:
         doc_ids = prompts[0].document_ids
         job = Job(settings, str(spec.path), doc_ids, [p.question_ids for p in prompts], list(request.questions),
                   sources=[p.path for p in document.parts])
-        world = checks.world_size_for(request.placement, settings.device, len(doc_ids))
-        results = executor_for(settings, request.placement, world, str(spec.path), tokenizer)(job, emit)
+        if resident is not None:
+            execute = resident.executor
+        else:
+            world = checks.world_size_for(request.placement, settings.device, len(doc_ids))
+            execute = executor_for(settings, request.placement, world, str(spec.path), tokenizer)
+        results = execute(job, emit)
         result = results[-1] if results else None
     if result is None:  # another node's ranks: node 0 has the answer
         note(emit, f"node {request.placement.node_rank}: its ranks finished; node 0 prints the answer")
         return {}
+    if resident is not None:
+        facts.update(resident.facts())
     return {**result, **facts, "total_s": time.perf_counter() - started}
 
 

@@ -13,7 +13,8 @@ from ..errors import InputError, UsageError
 from ..events import Emit
 from ..ingest.prompt import build_prompt, followup_ids, question_text
 from . import checks
-from .ask import executor_for, model_and_tokenizer, note, read_input, stage
+from .ask import note, read_input, stage
+from .loading import executor_for, model_and_tokenizer
 from .decoding import decide_sampling, describe_sampling
 from .requests import AskRequest
 from .window import model_config, model_window

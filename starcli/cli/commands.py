@@ -29,13 +29,19 @@ def _stdin_sources(sources: list[str]) -> list[str]:
 
 
 def _run_request(options: AskOptions, sources: list[str], questions: list[str], *, cache: bool, **fields) -> None:
-    """ask and summarize: one request, run and reported."""
-    from ..app.ask import ask
-
+    """ask and summarize: one request, run and reported (in this process, or by a server)."""
     sources = _stdin_sources(sources)
     renderer = options.output.renderer()
-    result = ask(options.request(sources, questions, cache=cache, **fields), renderer,
-                 sys.stdin.buffer if "-" in sources else None)
+    request = options.request(sources, questions, cache=cache, **fields)
+    stdin = sys.stdin.buffer if "-" in sources else None
+    if options.server.server:
+        from ..serve.client import ask_remote
+
+        result = ask_remote(options.server.server, options.server.api_key, request, renderer, stdin)
+    else:
+        from ..app.ask import ask
+
+        result = ask(request, renderer, stdin)
     if result:
         renderer.finish(result)
 

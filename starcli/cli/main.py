@@ -28,7 +28,7 @@ import typer  # noqa: E402
 from typer._click.exceptions import UsageError  # noqa: E402
 
 from .. import __version__  # noqa: E402
-from . import bench_eval, commands  # noqa: E402
+from . import bench_eval, commands, serve  # noqa: E402
 from .boundary import INTERRUPTED, usage_message  # noqa: E402
 
 app = typer.Typer(
@@ -47,6 +47,7 @@ app.command()(commands.chat)
 app.command("count")(commands.count)
 app.command("models")(commands.models)
 app.add_typer(commands.cache_app, name="cache")
+app.command("serve")(serve.serve)
 app.command("worker")(commands.worker)
 app.command("bench")(bench_eval.bench)
 app.command("eval")(bench_eval.evaluate)

@@ -96,6 +96,15 @@ class PlacementOptions:
         return Placement(self.procs, self.gpus, self.nnodes, self.node_rank, self.rdzv_endpoint, self.timeout)
 
 
+ApiKey = Annotated[Optional[str], typer.Option("--api-key", envvar="STARCLI_API_KEY", help="The server's API key (sent as a bearer token; `serve`: required of every request).")]
+
+
+@dataclass
+class ServerOptions:
+    server: Annotated[Optional[str], typer.Option("--server", envvar="STARCLI_SERVER", help="URL of a running `starcli serve`: the files are read here, the model there (default: run in this process).")] = None
+    api_key: ApiKey = None
+
+
 @dataclass
 class OutputOptions:
     json_output: JsonOut = False
@@ -135,6 +144,7 @@ class AskOptions:
     inputs: InputOptions
     placement: PlacementOptions
     output: OutputOptions
+    server: ServerOptions
 
     def request(self, sources: list[str], questions: list[str], *, cache: bool, **fields):
         """The ``AskRequest`` these options describe; ``fields``: the command's own (truncate, long, ...)."""

@@ -139,7 +139,9 @@ def report_lines(r: dict) -> list[str]:
         lines.append(f"dtype          {r.get('dtype', '?')} ({r['dtype_choice']})")
     if r.get("rope_scaling"):
         lines.append(f"rope scaling   {r['rope_scaling']}: window {r.get('window')} (accuracy degrades past the trained length)")
-    if "model_load_s" in r:
+    if r.get("resident"):
+        lines.append("model load     none: the server keeps it loaded")
+    elif "model_load_s" in r:
         warmup = f" + GPU warm-up {_seconds(r['warmup_s'])}" if r.get("warmup_s") else ""
         lines.append(f"model load     {_seconds(r['model_load_s'])}{warmup}")
     if "ingest_s" in r:
@@ -163,8 +165,9 @@ def report_lines(r: dict) -> list[str]:
         lines.append(f"phase 1        {_seconds(r['phase1_s'])} ({rate:,.0f} tokens/s)" if rate else f"phase 1        {_seconds(r['phase1_s'])}")
     cache = r.get("cache")
     if cache:
+        where = "kept encoded by the server" if cache.get("memory") else "document KV loaded"
         lines.append(
-            f"cache          hit: document KV loaded in {_seconds(cache['load_s'])}, phase 1 saved {_seconds(cache['saved_s'])}"
+            f"cache          hit: {where} in {_seconds(cache['load_s'])}, phase 1 saved {_seconds(cache['saved_s'])}"
             if cache.get("hit") else "cache          miss: phase 1 ran and its KV was stored"
         )
     for i, a in enumerate(answers):

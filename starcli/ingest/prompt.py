@@ -134,3 +134,37 @@ def stop_token_ids(tokenizer, model_config=None) -> set[int]:
         if isinstance(token_id, int):
             ids.add(token_id)
     return ids
+
+
+_SPLIT_MARK = "\u2063STARCLI-SPLIT\u2063"
+
+
+def _message_text(content) -> str:
+    """A chat message's content: a string, or a list of parts of which only text is read."""
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        texts = [part.get("text", "") for part in content if isinstance(part, dict) and part.get("type") == "text"]
+        if len(texts) != len(content):
+            raise PromptError("only text message content is supported")
+        return "".join(texts)
+    raise PromptError("a message's content must be text")
+
+
+def split_messages(tokenizer, messages: list[dict]) -> PromptParts:
+    """A chat conversation as a document part and a question part: everything through the first
+    user message's content is the document (encoded by phase 1, and reused by later requests that
+    open the same way), the rest of the conversation and the assistant opening the question."""
+    plain = [{"role": m["role"], "content": _message_text(m.get("content"))} for m in messages]
+    first_user = next((i for i, m in enumerate(plain) if m["role"] == "user"), None)
+    if first_user is None:
+        raise PromptError("the conversation has no user message")
+    if not getattr(tokenizer, "chat_template", None):
+        raise PromptError("the model has no chat template: use the document API (/v1/documents) instead")
+    marked = [dict(m) for m in plain]
+    marked[first_user]["content"] += _SPLIT_MARK
+    text = tokenizer.apply_chat_template(marked, tokenize=False, add_generation_prompt=True)
+    if text.count(_SPLIT_MARK) != 1:
+        raise PromptError("the model's chat template changes message text; it cannot be split")
+    document, question = text.split(_SPLIT_MARK)
+    return PromptParts(_encode(tokenizer, document), _encode(tokenizer, question), "chat")

@@ -8,11 +8,14 @@ and rendered exactly as in the single-process case. Only rank 0 emits; its last 
 
 from __future__ import annotations
 
+from typing import Callable
+
 import torch
 
 from ..star.comm import Comm
 from .. import events
 from ..events import Emit
+from .memory import DocumentMemory
 from .session import CacheIdentity, Session
 from .settings import Batch, Job
 
@@ -25,9 +28,11 @@ def _dtype_choice(job: Job, device_type: str) -> str:
     return auto_dtype_reason(device_type) if job.settings.dtype.strip().lower() == "auto" else "as asked"
 
 
-def run_job(job: Job, comm: Comm, emit: Emit, session: Session | None = None) -> dict | None:
+def run_job(job: Job, comm: Comm, emit: Emit, session: Session | None = None, *, memory: DocumentMemory | None = None,
+            cancelled: Callable[[], bool] | None = None) -> dict | None:
     """Run ``job`` on this rank (on ``session``'s model when given); returns the result dict on
-    rank 0 (None elsewhere)."""
+    rank 0 (None elsewhere). A resident session (``starcli serve``) passes the ``memory`` its
+    encoded documents stay in, and ``cancelled``, true once the request's client has gone."""
     settings = job.settings
     speak = emit if comm.rank == 0 else events.discard
     speak(events.Stage(events.LOADING_MODEL, 0))
@@ -44,15 +49,18 @@ def run_job(job: Job, comm: Comm, emit: Emit, session: Session | None = None) ->
     def on_progress(done: int, total: int) -> None:
         # rank 0's progress stands for all ranks: they run in lockstep on equal shares
         speak(events.Stage(events.ENCODING_BLOCKS, done * comm.world_size, total_blocks))
+        if cancelled is not None and not comm.distributed:
+            # between passes of phase 1; ranks are not asked here, where their pass counts may differ
+            session.check_cancelled(cancelled)
 
     cache = CacheIdentity(job.model_path, settings.rope_scaling, tuple(job.sources)) if settings.cache else None
-    encode, cache_info = session.encode(job.document_ids, partition, on_progress, cache=cache, emit=speak)
+    encode, cache_info = session.encode(job.document_ids, partition, on_progress, cache=cache, memory=memory, emit=speak)
     speak(events.Stage(events.ENCODING_BLOCKS, total_blocks, total_blocks))
     answers = []
     for index, question_ids in enumerate(job.questions):
         if len(job.questions) > 1:
             speak(events.Question(index, _nth(job.question_texts, index)))
-        tokens, stats, text = session.stream(question_ids, settings, speak)
+        tokens, stats, text = session.stream(question_ids, settings, speak, cancelled=cancelled)
         speak(events.AnswerEnd(index))
         answers.append(
             {
@@ -110,7 +118,7 @@ def run_job(job: Job, comm: Comm, emit: Emit, session: Session | None = None) ->
     return result
 
 
-def run_batch(batch: Batch, comm: Comm, emit: Emit, session: Session | None = None) -> list[dict | None]:
+def run_batch(batch: Batch, comm: Comm, emit: Emit, session: Session | None = None, **resident) -> list[dict | None]:
     """Run each job of ``batch`` in order on one session; a ``PassStart`` event precedes each job's
     own events. Returns each job's result on rank 0 (None elsewhere)."""
     speak = emit if comm.rank == 0 else events.discard
@@ -120,7 +128,7 @@ def run_batch(batch: Batch, comm: Comm, emit: Emit, session: Session | None = No
     results = []
     for index, job in enumerate(batch.jobs):
         speak(events.PassStart(index, len(batch.jobs)))
-        results.append(run_job(job, comm, emit, session))
+        results.append(run_job(job, comm, emit, session, **resident))
     return results
 
 

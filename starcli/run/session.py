@@ -20,6 +20,7 @@ from typing import Callable
 import torch
 
 from .. import events
+from ..errors import Cancelled
 from ..events import Emit
 from ..ingest.prompt import stop_token_ids
 from ..star.comm import Comm
@@ -27,6 +28,7 @@ from ..star.decode_threads import tuned_decode_threads
 from ..star.engine import AnswerStats, EncodeStats, StarEngine
 from ..star.partition import DEFAULT_PASS_TOKENS, Partition, plan_partition
 from ..star.sampling import SamplingParams
+from .memory import DocumentMemory, Held
 from .settings import RunSettings
 from .textstream import TextStream
 
@@ -100,20 +102,33 @@ class Session:
 
     def encode(self, document_ids: list[int] | torch.Tensor, partition: Partition,
                on_progress: Callable[[int, int], None] | None = None, *, cache: CacheIdentity | None = None,
-               emit: Emit | None = None) -> tuple[EncodeStats, dict | None]:
-        """Phase 1 of ``document_ids`` under ``partition``; with ``cache``, each rank's KV comes from
-        the document cache when every rank finds its entry intact, and is stored there otherwise.
-        Returns the encoding's statistics and, with ``cache``, what the cache did."""
+               memory: DocumentMemory | None = None, emit: Emit | None = None) -> tuple[EncodeStats, dict | None]:
+        """Phase 1 of ``document_ids`` under ``partition``. Each rank's KV comes, when every rank
+        finds its share, from ``memory`` (documents a server keeps encoded), else with ``cache``
+        from the document cache on disk; it is stored in both when encoded here. Returns the
+        encoding's statistics and, with ``cache`` or ``memory``, what they did."""
         ids = document_ids if isinstance(document_ids, torch.Tensor) else torch.tensor(document_ids, dtype=torch.long)
-        if cache is None:
+        if cache is None and memory is None:
             return self.engine.encode_context(ids, partition, on_progress), None
-        from ..cache import documents
+        id_list = ids.tolist()
+        stats, info = None, {"hit": False}
+        if memory is not None:
+            # the model is this session's: the key needs no identity of it
+            memory_key = self._cache_key(None, id_list, partition).digest()
+            stats, info = self._load_held(memory.get(memory_key), partition)
+        if stats is None and cache is not None:
+            from ..cache import documents
 
-        key = self._cache_key(cache, ids.tolist(), partition)
-        stats, info = self._load_cached(key, partition, emit or events.discard)
+            key = self._cache_key(cache, id_list, partition)
+            stats, info = self._load_cached(key, partition, emit or events.discard)
+            if stats is None:
+                stats = self.engine.encode_context(ids, partition, on_progress)
+                documents.save(key, self.engine.export_document_kv(), stats.seconds, list(cache.sources))
         if stats is None:
             stats = self.engine.encode_context(ids, partition, on_progress)
-            documents.save(key, self.engine.export_document_kv(), stats.seconds, list(cache.sources))
+        if memory is not None and not info.get("memory"):
+            memory.put(memory_key, self.engine.export_document_kv(), len(id_list),
+                       stats.seconds + info.get("saved_s", 0.0))
         return stats, info
 
     def answer(self, question_ids: list[int], *, max_new_tokens: int, sampling: SamplingParams = SamplingParams(),
@@ -126,12 +141,14 @@ class Session:
                                       stop_token_ids=self.stops, on_token=decode_on_token, keep_history=keep_history,
                                       loop_guard=loop_guard)
 
-    def stream(self, question_ids: list[int], settings: RunSettings, emit: Emit,
-               keep_history: bool = False) -> tuple[list[int], AnswerStats, str]:
+    def stream(self, question_ids: list[int], settings: RunSettings, emit: Emit, keep_history: bool = False,
+               cancelled: Callable[[], bool] | None = None) -> tuple[list[int], AnswerStats, str]:
         """Answer one question, emitting UTF-8-safe text deltas as ``token`` events; stops at a
-        stop string. Returns (token ids, AnswerStats, the answer text)."""
+        stop string, and raises ``Cancelled`` on every rank once ``cancelled()`` is true on any
+        (a server's client went away). Returns (token ids, AnswerStats, the answer text)."""
         stream = TextStream(self.tokenizer, settings.stop)
         parts: list[str] = []
+        generated = 0
 
         def emit_text(delta: str) -> None:
             if delta:
@@ -139,7 +156,11 @@ class Session:
                 emit(events.Token(delta))
 
         def on_token(token: int) -> bool:
+            nonlocal generated
             emit_text(stream.feed(token))
+            generated += 1
+            if cancelled is not None and generated % self._cancel_every == 0:
+                self.check_cancelled(cancelled)
             return stream.stopped
 
         tokens, stats = self.answer(question_ids, max_new_tokens=settings.max_new_tokens, sampling=settings.sampling(),
@@ -147,19 +168,36 @@ class Session:
         emit_text(stream.flush())
         return tokens, stats, "".join(parts)
 
+    @property
+    def _cancel_every(self) -> int:
+        # across ranks the check is a collective: once every few tokens costs nothing measurable
+        return 4 if self.comm.distributed else 1
+
+    def check_cancelled(self, cancelled: Callable[[], bool]) -> None:
+        """Raise ``Cancelled`` on every rank when ``cancelled()`` is true on any; every rank must
+        call it at the same point (it is a collective across ranks)."""
+        if not self.comm.all_true(not cancelled()):
+            raise Cancelled("the request was cancelled")
+
     def peak_memory_bytes(self) -> int:
         """Peak GPU memory on CUDA, else the process's peak resident set size."""
         if self.device.type == "cuda":
             return int(torch.cuda.max_memory_allocated(self.device))
         return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * 1024
 
-    def _cache_key(self, cache: CacheIdentity, ids: list[int], partition: Partition):
+    def _cache_key(self, cache: CacheIdentity | None, ids: list[int], partition: Partition):
+        """The key of a document's encoding on this rank; ``cache`` None: in this session's memory,
+        where the model is always this session's."""
         from ..cache import documents
 
-        identity = documents.model_identity(cache.model_path)
-        return documents.EntryKey(
+        if cache is None:
+            model = "this session"
+        else:
+            identity = documents.model_identity(cache.model_path)
             # a stretched rotary embedding gives other KV for the same weights
-            model=f"{identity}+rope:{cache.rope_scaling}" if cache.rope_scaling else identity,
+            model = f"{identity}+rope:{cache.rope_scaling}" if cache.rope_scaling else identity
+        return documents.EntryKey(
+            model=model,
             tokens_sha256=documents.tokens_digest(ids),
             num_tokens=len(ids),
             attention=partition.attention,
@@ -170,6 +208,19 @@ class Session:
             world_size=self.comm.world_size,
             rank=self.comm.rank,
         )
+
+    def _load_held(self, held: Held | None, partition: Partition) -> tuple[EncodeStats | None, dict]:
+        """(EncodeStats, info) from a document this session holds in memory, when every rank holds
+        its share; (None, info) otherwise."""
+        if not self.comm.all_true(held is not None):
+            return None, {"hit": False}
+        start = time.perf_counter()
+        plan = partition.ranks[self.comm.rank]
+        stats = EncodeStats(seconds=0.0, tokens=plan.num_tokens, blocks=len(plan.blocks))
+        self.engine.import_document_kv(held.tensors, partition, stats)
+        stats.seconds = time.perf_counter() - start
+        return stats, {"hit": True, "memory": True, "load_s": stats.seconds,
+                       "saved_s": max(0.0, held.encode_seconds - stats.seconds)}
 
     def _load_cached(self, key, partition: Partition, emit: Emit) -> tuple[EncodeStats | None, dict]:
         """(EncodeStats, info) when every rank has its entry; (None, info) to encode instead."""

@@ -1,4 +1,5 @@
-"""One rank of a multi-process run: ``python -m starcli.run.worker --job JOB.json``.
+"""One rank of a multi-process run: ``python -m starcli.run.worker --job JOB.json``, or, for a server,
+``--serve ADDRESS``: the rank loads the model once and runs the jobs ``run.pool.RankPool`` sends.
 
 Started by the CLI through torchrun, or directly by a cluster launcher that sets torchrun's
 variables (RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR, MASTER_PORT) itself. With ``--events`` the
@@ -13,10 +14,12 @@ import json
 import os
 import socket
 import sys
+import threading
 import traceback
 from typing import Any, Callable
 
 from .. import events
+from ..errors import Cancelled
 from ..star.comm import init_comm
 from .rank import run_batch, run_job
 from .settings import Batch, job_from_json
@@ -29,8 +32,9 @@ class _EventSink:
         self.sock.settimeout(None)
         self.file = self.sock.makefile("w", encoding="utf-8")
 
-    def __call__(self, event: events.Event) -> None:
-        self.file.write(json.dumps(events.to_json(event)) + "\n")
+    def __call__(self, event: events.Event | dict) -> None:
+        message = event if isinstance(event, dict) else events.to_json(event)
+        self.file.write(json.dumps(message) + "\n")
         self.file.flush()
 
 
@@ -48,12 +52,17 @@ def main(argv: list[str] | None = None, renderer: Callable[[], Any] | None = Non
     """One rank; ``renderer()`` makes rank 0's event sink (with ``finish(result)``) when no
     ``--events`` address is given."""
     parser = argparse.ArgumentParser(prog="starcli worker")
-    parser.add_argument("--job", required=True)
+    work = parser.add_mutually_exclusive_group(required=True)
+    work.add_argument("--job")
+    work.add_argument("--serve", help="HOST:PORT of the server whose jobs this rank runs")
+    parser.add_argument("--memory-bytes", type=int, default=0)
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     parser.add_argument("--events", default=None)
     parser.add_argument("--timeout", type=float, default=120.0)
     args = parser.parse_args(argv)
     rank = int(os.environ.get("RANK", "0"))
+    if args.serve:
+        return serve_jobs(args.serve, args.device, args.timeout, args.memory_bytes, rank)
     sink = _EventSink(args.events) if args.events else None
     try:
         with open(args.job) as f:
@@ -70,16 +79,80 @@ def main(argv: list[str] | None = None, renderer: Callable[[], Any] | None = Non
         comm.close()
         return 0
     except BaseException as exc:  # report the cause to the CLI, then fail this rank
-        message = f"{type(exc).__name__}: {exc}".strip().splitlines()[0] if str(exc) else type(exc).__name__
-        if sink is not None:
+        return _failed(rank, exc, sink)
+
+
+class _JobChannel:
+    """This rank's connection to the server: jobs in, events out; a reader thread notes a cancel
+    for the job in flight as it arrives."""
+
+    def __init__(self, address: str, rank: int):
+        import queue
+
+        self.sink = _EventSink(address)
+        self.sink({"type": "hello", "rank": rank})
+        self.ops: queue.Queue = queue.Queue()
+        self.cancelled_id = 0
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self) -> None:
+        with self.sink.sock.makefile("r", encoding="utf-8") as lines:
+            for line in lines:
+                op = json.loads(line)
+                if op.get("op") == "cancel":
+                    self.cancelled_id = op["id"]
+                else:
+                    self.ops.put(op)
+        self.ops.put({"op": "exit"})  # the server went away
+
+
+def serve_jobs(address: str, device: str, timeout_s: float, memory_bytes: int, rank: int) -> int:
+    """Run the server's jobs one after another on one loaded model until it says exit."""
+    from .memory import DocumentMemory
+    from .session import Session
+    from .settings import RunSettings
+
+    channel = _JobChannel(address, rank)
+    try:
+        comm = init_comm(device, timeout_s=timeout_s)
+        memory = DocumentMemory(memory_bytes)
+        session = None
+        while True:
+            op = channel.ops.get()
+            if op["op"] == "exit":
+                break
+            emit = channel.sink if comm.rank == 0 else events.discard
             try:
-                sink(events.RankError(rank, message))
-            except OSError:
-                pass
-        print(f"starcli worker rank {rank}: {message}", file=sys.stderr)
-        if os.environ.get("STARCLI_DEBUG"):
-            traceback.print_exc()
-        return 1
+                if op["op"] == "load":
+                    emit(events.Stage(events.LOADING_MODEL, 0))
+                    session = Session.load(RunSettings(**op["settings"]), op["model_path"], comm)
+                    emit(events.Stage(events.LOADING_MODEL, 1))
+                else:
+                    work = job_from_json(op["work"])
+                    run = run_batch if isinstance(work, Batch) else run_job
+                    run(work, comm, emit, session, memory=memory, cancelled=lambda: channel.cancelled_id == op["id"])
+                channel.sink({"type": "done"})
+            except Cancelled:  # every rank raises it at the same token
+                channel.sink({"type": "cancelled"})
+        comm.barrier()
+        comm.close()
+        return 0
+    except BaseException as exc:  # the process group is unusable now: report and leave
+        return _failed(rank, exc, channel.sink)
+
+
+def _failed(rank: int, exc: BaseException, sink: _EventSink | None) -> int:
+    """Report why this rank failed (to the CLI or server when connected, and on stderr); exit 1."""
+    message = f"{type(exc).__name__}: {exc}".strip().splitlines()[0] if str(exc) else type(exc).__name__
+    if sink is not None:
+        try:
+            sink(events.RankError(rank, message))
+        except OSError:
+            pass
+    print(f"starcli worker rank {rank}: {message}", file=sys.stderr)
+    if os.environ.get("STARCLI_DEBUG"):
+        traceback.print_exc()
+    return 1
 
 
 def run_and_exit(argv: list[str] | None = None, renderer: Callable[[], Any] | None = None) -> None:

@@ -13,7 +13,7 @@ PACKAGE = Path(__file__).resolve().parents[1]  # starcli/
 
 # The layers, highest first: a module may import its own layer and those below it, never above.
 # The development tools (bench, eval, this file) sit above the command line they document and drive.
-LAYERS = ("tools", "cli", "app", "run", "model", "star", "cache", "ingest", "events", "errors")
+LAYERS = ("tools", "cli", "serve", "app", "run", "model", "star", "cache", "ingest", "events", "errors")
 _RANK = {name: len(LAYERS) - i for i, name in enumerate(LAYERS)}
 
 

@@ -145,6 +145,149 @@ total          558.95 s
 """
 
 
+SERVER = """## A resident server: `starcli serve`
+
+`starcli serve` loads the model once and answers over HTTP until it is stopped: `starcli ask
+--server`, a document API for curl or any HTTP client, and OpenAI's chat completions. The documents
+it has encoded stay in memory, so a later question about the same document skips phase 1 (the
+report says `cache hit: kept encoded by the server`).
+
+### Starting it
+
+```sh
+starcli serve                                        # the default model, on http://127.0.0.1:8471
+starcli serve --model qwen2.5-coder-1.5b --gpus 4 --doc-memory 16GiB
+starcli serve --device cpu --procs 2 --port 0         # any free port
+STARCLI_API_KEY=KEY starcli serve --host 0.0.0.0     # reachable from other machines: a key is required
+```
+
+Once the model is loaded, stderr says `starcli: serving MODEL on http://HOST:PORT (N rank(s))`; with
+`--port 0` that line names the port it got.
+
+- `--host` is 127.0.0.1 by default. Any address other than loopback is refused, before the model
+  loads, unless `--api-key` (or `STARCLI_API_KEY`) is set; with a key, every request must carry it
+  as `Authorization: Bearer KEY` or `x-api-key: KEY` (docs/security.md).
+- The model and engine options (`--model`, `--device`, `--dtype`, `--kernel`, `--eager`,
+  `--rope-scaling`, `--trust-remote-code`, `--allow-pickle`) are fixed when the server starts.
+  `--gpus N`, or `--procs N` with `--device cpu`, starts N ranks on this machine once; they load the
+  model once and serve every request. If a rank dies or fails, the ranks are gone: requests get 503
+  and `/health` says `broken` until the server is restarted.
+- `--doc-memory` (default 8GiB, `STARCLI_DOC_MEMORY`): how much memory each rank keeps for encoded
+  documents, on its device (GPU memory on a GPU). Sizes take K, M, G or T, counted in 1024s
+  (`512MiB`, `16G`). Past the budget the least recently used document is dropped; a document larger
+  than the whole budget is still answered, then dropped.
+- `--max-body` (default 64MiB): the largest request body, documents included; a larger one gets 413.
+- `--max-documents` (default 64): how many documents posted to `/v1/documents` are kept for
+  questions; past it the least recently used is forgotten, and its id then gets 404 (post it again).
+- `--grace` (default 10): on SIGINT (Ctrl-C) or SIGTERM the server stops taking requests, gives
+  those in flight `--grace` seconds to finish, then cancels what is left, stops the ranks and exits
+  0. A second Ctrl-C stops waiting.
+
+Requests run one at a time, in arrival order: they queue, they are not batched (`/health` says how
+many wait). A client that disconnects cancels its request: a waiting one is dropped, a running one
+stops within a few tokens (in one process, also between the passes of phase 1).
+
+### From starcli
+
+```sh
+starcli ask --server http://127.0.0.1:8471 repo/ "where is the retry logic?"
+export STARCLI_SERVER=http://127.0.0.1:8471           # and STARCLI_API_KEY when the server has a key
+starcli summarize book.pdf --words 300
+```
+
+With `--server URL` (or `STARCLI_SERVER`), `ask` and `summarize` read the files and stdin on the
+client, exactly as in one process (the same notes and skips), and send them with the question; the
+answer streams back and the report is the one a local run prints (`model load none: the server
+keeps it loaded`). `--api-key` (or `STARCLI_API_KEY`) sends the key. The options of the answer and
+of the input (`--max-new-tokens`, `--temperature`, `--seed`, `--stop`, `--long`, `--truncate`,
+`--window`, `--block-size`, `--cache`, ...) apply to the request. The model and engine options are
+the server's: a request that asks for others (another `--model`, `--dtype float32`) is refused
+(exit 2), as are `--procs`, `--gpus` and `--nnodes`. A server never stretches the RoPE for one
+request: an input over the window of the model as loaded is refused, truncated or read in sections,
+as the options ask (start the server with `--rope-scaling` for a longer window). With `--cache` the
+server keeps the encoding in the document cache on its own disk.
+
+### From curl: the document API
+
+Send request bodies as JSON (`Content-Type: application/json`).
+
+```sh
+S=http://127.0.0.1:8471 J='Content-Type: application/json'
+curl -s $S/v1/documents -H "$J" -d '{"text": "Retries live in net/retry.py: 3 tries, 2, 4 and 8 seconds apart."}'
+# {"id":"doc-a79f8cfc67e4304869ab9130","object":"document","tokens":59,"window":32768,"encoded":true,"blocks":1,"cached":false,"encode_s":0.53}
+curl -s $S/v1/documents/doc-a79f8cfc67e4304869ab9130/ask -H "$J" \\
+  -d '{"questions": ["How many tries?"], "stream": false, "settings": {"temperature": 0}}'
+curl -s -X DELETE $S/v1/documents/doc-a79f8cfc67e4304869ab9130
+```
+
+- `POST /v1/documents` takes `{"text": "..."}` or `{"parts": [{"path": "src/net.py", "text": "..."},
+  ...]}` (each part under its `=== path ===` header, as starcli's own inputs are), encodes it at once
+  and returns its `id` (from its content: the same document gets the same id), `tokens`, `blocks`,
+  `cached` (true when the server already held it encoded), `window`, `encode_s`, and `encoded`:
+  false when the document and the answer room do not fit the window; questions about it are then
+  refused, truncated or read in sections, as they ask.
+- `POST /v1/documents/{id}/ask` takes `{"questions": [...]}` and optionally `stream` (default true),
+  `long` (`refuse`, the default; `map`; `summary`, what `summarize` sends), `words`, `truncate`,
+  `window` and `settings`: the run's settings by name (`max_new_tokens`, `temperature`, `top_p`,
+  `top_k`, `repetition_penalty`, `seed`, `stop`, `block_size`, `anchor_size`, `relay`, `attention`,
+  `cache`, ...). The model and engine settings must be the server's or left out; an unknown name
+  is a 400. Without a stream, the answer is the object `ask --json` prints. With one, it is JSON
+  lines (`application/x-ndjson`), one event a line (`stage`, `note`, `question`, `token`,
+  `answer_end`, `pass`), ending with a `{"type": "result", "result": {...}}` line that holds the same
+  object, or, when the request fails after the stream began, a `{"type": "error", "message": ...,
+  "status": ..., "exit_code": ...}` line.
+- `POST /v1/ask` is the same with the document inline, `{"document": {"text": ...}, "questions":
+  [...]}` (or `"parts"`); it is what `starcli ask --server` sends. The document gets no id, but its
+  encoding is kept in memory like any other.
+- `GET /v1/documents` lists the documents kept, most recently used first. `DELETE
+  /v1/documents/{id}` forgets one; its encoding stays in memory until newer ones push it out.
+- `GET /health`: `{"status": "ok", "model": ..., "ranks": ..., "waiting": ..., "documents": ...}`,
+  or 503 with `"status": "broken"` and the `error` when the ranks are down. `GET /v1/models` names
+  the model.
+
+### From an OpenAI client
+
+```python
+from openai import OpenAI
+
+client = OpenAI(base_url="http://127.0.0.1:8471/v1", api_key="unused")  # the key, if the server has one
+document = open("notes.txt").read()
+for question in ["What was decided?", "Who acts next?"]:
+    reply = client.chat.completions.create(
+        model="",  # or the server's model, as GET /v1/models names it; any other is a 404
+        messages=[{"role": "user", "content": document}, {"role": "user", "content": question}],
+        temperature=0,
+    )
+    print(reply.choices[0].message.content)
+```
+
+`POST /v1/chat/completions` treats the conversation through the first user message as the
+document: it goes through phase 1 and stays encoded, and a later request that opens with the same
+messages skips it; the rest of the conversation is the question. So put the long text in the first
+user message (or in a system message before it) and the question in a later user message: the
+first question pays for phase 1, the next ones do not. A question written into the first message
+makes each request a new document. The model needs a chat template (without one, use the document
+API), and message content must be text.
+
+Supported fields: `messages`, `model`, `stream` (server-sent events, ending with `data: [DONE]`),
+`stream_options.include_usage`, `max_tokens` or `max_completion_tokens` (default 512),
+`temperature`, `top_p`, `top_k`, `repetition_penalty`, `seed` and `stop`; sampling not given
+follows the model's defaults, as for `ask`. `n` must be 1, and `logprobs` and `tools` are refused;
+other fields (`user`, `metadata`, ...) are ignored. A conversation whose prompt and `max_tokens` do
+not fit the window is a 400 with code `context_length_exceeded`.
+
+### Errors
+
+Every error is JSON with a 4xx or 5xx status, never a traceback, and the server goes on:
+`{"error": {"message": ..., "type": ..., "code": ..., "exit_code": ...}}`, with `type`
+`invalid_request_error`, `authentication_error` or `server_error`, and `exit_code` what `starcli ask
+--server` exits with. 400: a bad request (`context_length_exceeded` over the window); 401: a
+missing or wrong key; 404: an unknown model, document or path; 413: a body over `--max-body`; 503:
+the server is stopping or its ranks are down; 500: anything else. A streamed chat completion that
+fails after its first token sends such an error object as its last event, before `data: [DONE]`.
+"""
+
+
 def _option_row(param) -> str:
     names = ", ".join(f"`{n}`" for n in (*param.opts, *param.secondary_opts))
     help_text = (getattr(param, "help", None) or "").replace("|", "\\|").replace("\n", " ")
@@ -174,6 +317,7 @@ def render_usage() -> str:
             out.append("")
     out.append(DECODING)
     out.append(LONG_INPUTS)
+    out.append(SERVER)
     return "\n".join(out).rstrip() + "\n"
 
 

@@ -1,0 +1,105 @@
+"""``starcli ask --server URL``: the files are read here, the question goes to a running
+``starcli serve``, and its events come back as JSON lines for the same renderer as a run in this
+process. Nothing here imports torch or transformers: a question costs the server's time only.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import time
+from typing import IO
+
+from .. import events
+from ..app.ask import read_input, stage
+from ..app.requests import AskRequest, Placement
+from ..errors import InputError, RunError, StarcliError, UsageError
+from ..events import Emit
+from ..ingest.document import Document
+from ..run.settings import RunSettings
+
+
+def changed_settings(settings: RunSettings) -> dict:
+    """The settings the user gave (those that differ from the defaults): the rest are the server's."""
+    default = RunSettings()
+    return {f.name: getattr(settings, f.name) for f in dataclasses.fields(RunSettings)
+            if getattr(settings, f.name) != getattr(default, f.name)}
+
+
+def ask_body(request, document: Document) -> dict:
+    return {
+        "questions": list(request.questions),
+        "document": {"parts": [dataclasses.asdict(p) for p in document.parts],
+                     "skipped": [dataclasses.asdict(s) for s in document.skipped]},
+        "long": request.long, "words": request.words, "truncate": request.truncate, "window": request.window,
+        "settings": changed_settings(request.settings), "stream": True,
+    }
+
+
+def _headers(api_key: str | None) -> dict:
+    return {"Authorization": f"Bearer {api_key}"} if api_key else {}
+
+
+def _failure(status: int, body: dict) -> StarcliError:
+    error = body.get("error", body) if isinstance(body, dict) else {}
+    message = error.get("message") or f"the server answered with status {status}"
+    if status == 401:
+        return UsageError(f"the server refused the API key: {message} (set --api-key or STARCLI_API_KEY)")
+    return StarcliError(f"server: {message}", error.get("exit_code") or 1)
+
+
+def post_stream(url: str, path: str, body: dict, api_key: str | None, emit: events.Emit) -> dict:
+    """POST ``body`` and relay the streamed events to ``emit``; returns the final result."""
+    import httpx
+
+    base = url.rstrip("/")
+    try:
+        with httpx.stream("POST", base + path, json=body, headers=_headers(api_key),
+                          timeout=httpx.Timeout(30.0, read=None)) as response:
+            if response.status_code != 200:
+                response.read()
+                try:
+                    failure = response.json()
+                except ValueError:
+                    failure = {}
+                raise _failure(response.status_code, failure)
+            result = None
+            for line in response.iter_lines():
+                if not line.strip():
+                    continue
+                message = json.loads(line)
+                if message.get("type") == "error" and "status" in message:
+                    raise StarcliError(f"server: {message['message']}", message.get("exit_code") or 1)
+                event = events.from_json(message)
+                if isinstance(event, events.Result):
+                    result = event.result
+                else:
+                    emit(event)
+    except httpx.ConnectError as exc:
+        raise InputError(f"cannot reach the server at {base} ({exc}); is `starcli serve` running?") from None
+    except httpx.HTTPError as exc:
+        raise RunError(f"the connection to the server at {base} failed: {exc}") from None
+    if result is None:
+        raise RunError(f"the server at {base} ended the answer without a result")
+    return result
+
+
+def ask_remote(url: str, api_key: str | None, request: AskRequest, emit: Emit, stdin: IO[bytes] | None = None) -> dict:
+    """``ask`` or ``summarize`` answered by the server at ``url``: the input is read here, with the
+    same notes and skips as in one process; the result has the same shape, with this side's
+    reading time and the whole wait."""
+    if not url.startswith(("http://", "https://")):
+        raise UsageError(f"--server must be an http:// or https:// URL, got {url!r}")
+    if request.placement != Placement():
+        raise UsageError("--procs, --gpus and --nnodes are the server's, set when it starts (`starcli serve --procs N`)")
+    if request.window is not None and request.window < 1:
+        raise UsageError(f"--window must be a positive number of tokens, got {request.window}")
+    if not request.questions or any(not q.strip() for q in request.questions):
+        raise UsageError("the question is empty")
+    started = time.perf_counter()
+    stage(emit, events.READING_INPUT, 0)
+    document = read_input(request.sources, request.ingest, emit, stdin)
+    ingest_s = time.perf_counter() - started
+    stage(emit, events.READING_INPUT, 1)
+    result = post_stream(url, "/v1/ask", ask_body(request, document), api_key, emit)
+    return {**result, "ingest_s": ingest_s, "total_s": time.perf_counter() - started}
