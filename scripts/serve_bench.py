@@ -132,6 +132,7 @@ def main() -> None:
             asked = streamed_ask(url, path, {"questions": [f"What is the access code of vault number {i + 1}?"],
                                              "settings": settings})
             right = codes[i] in asked["answer"]
+            print(f"question {i + 1}: expected {codes[i]}, answered {asked['answer']!r}", file=sys.stderr)
             rows.append((f"question {i + 1} on the encoded document: first token ({'right' if right else 'WRONG'})",
                          f"{asked['first_s']:.3f} s (server: {asked['result']['answers'][0]['time_to_first_token_s']:.3f} s)"))
         if args.clients:
@@ -144,6 +145,8 @@ def main() -> None:
                 answers = list(pool.map(one, range(args.clients)))
             wall = time.perf_counter() - start
             right = sum(codes[i] in a["answer"] for i, a in enumerate(answers))
+            for i, a in enumerate(answers):
+                print(f"client {i + 1}: expected {codes[i]}, answered {a['answer']!r}", file=sys.stderr)
             tokens = sum(a["result"]["answers"][0]["answer_tokens"] for a in answers)
             firsts = sorted(a["first_s"] for a in answers)
             rows.append((f"{args.clients} concurrent clients: right answers", f"{right}/{args.clients}"))

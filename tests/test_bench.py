@@ -1,5 +1,5 @@
 """The speed benchmark: length parsing, FLOP counts against explicit masks, and whole runs of the
-command on the tiny shape (one process in-process, two ranks through the real relaunch)."""
+command on the tiny shape (one process in-process, two ranks through the worker loop)."""
 
 import json
 
@@ -234,17 +234,17 @@ def test_bad_options_exit_2_with_one_line(args, words):
     assert len(lines) == 1 and words in lines[0], result.stderr
 
 
-def test_two_ranks_through_the_relaunch(tmp_path, monkeypatch, capfd):
-    # called in-process so the relaunch reuses this interpreter's imports; the ranks are real
-    # torch.distributed.run processes running ``-m starcli bench``
+def test_two_ranks_through_the_worker_loop(tmp_path, monkeypatch, capfd):
+    # the ranks are real torch.distributed.run processes in the worker loop a server's ranks run
+    # (``starcli.run.worker --serve``); this process sends them the cells and prints the table
     out = tmp_path / "two.json"
     monkeypatch.delenv("WORLD_SIZE", raising=False)
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
     monkeypatch.setattr(command, "RELAUNCH_TIMEOUT_S", 300)
     result = benchmark(ranks=2, lengths="256,512", modes="dense,star,ring", block_sizes="128", json_path=out,
                                  relays="0,64", **FAST)
-    assert result is None  # the launching process only waits; rank 0 reports
     report = json.loads(out.read_text())
+    assert result == report  # rank 0's report comes back to the launching process, which writes it
     assert report["world_size"] == 2 and len(report["matmul_peak_tflops_per_rank"]) == 2
     by_mode = {}
     for cell in report["cells"]:
@@ -257,9 +257,9 @@ def test_two_ranks_through_the_relaunch(tmp_path, monkeypatch, capfd):
     star256 = by_mode["star"][0]
     assert star256["kv_tokens_per_rank"] == [128, 128] and star256["anchor_tokens_per_rank"] == [0, 128]
     assert star256["speedup_vs_ring"] is not None and star256["speedup_vs_dense"] is None
-    # the relays reach the relaunched ranks; at 512 rank 1's first block relays rank 0's last
+    # the relays reach the ranks; at 512 rank 1's first block relays rank 0's last
     assert [(c["length"], c["relay"]) for c in by_mode["star"]] == [(256, 0), (256, 64), (512, 0), (512, 64)]
-    # only rank 0 prints the table: one header line, one column line, one row per cell
+    # the table is printed once: one header line, one column line, one row per cell
     rows = [line for line in capfd.readouterr().out.splitlines() if line.startswith(("star ", "ring ", "dense "))]
     assert len(rows) == 8
 

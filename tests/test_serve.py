@@ -211,6 +211,11 @@ def starcli(*args, env=None):
                           env={**os.environ, **(env or {})}, timeout=300)
 
 
+def starcli_input(text: str, *args):
+    return subprocess.run([sys.executable, "-m", "starcli.cli.main", *map(str, args)], input=text, capture_output=True,
+                          text=True, timeout=300)
+
+
 @pytest.fixture
 def doc(tmp_path):
     path = tmp_path / "net.txt"
@@ -243,6 +248,13 @@ def test_a_server_process_answers_openai_clients_and_starcli_then_stops_on_sigte
         by_env = starcli("ask", doc, "where is the retry logic?", "--temperature", 0, "--max-new-tokens", 8, "--quiet",
                          env={"STARCLI_SERVER": server.url})
         assert by_env.returncode == 0 and by_env.stdout.strip() == remote_result["answers"][0]["answer"].strip()
+        chat_options = ("--temperature", 0, "--max-new-tokens", 6)
+        chatted = starcli_input("where?\nand then?\n", "chat", doc, *chat_options, "--server", server.url)
+        alone = starcli_input("where?\n", "chat", doc, *chat_options, "--model", tiny_model_dir, "--device", "cpu",
+                              "--dtype", "float32")
+        assert chatted.returncode == 0 and alone.returncode == 0, chatted.stderr + alone.stderr
+        assert chatted.stderr.count("stopped:") == 2 and "Traceback" not in chatted.stderr
+        assert chatted.stdout.startswith(alone.stdout)  # the first turn is the same answer
         refused = starcli("ask", doc, "q?", "--server", server.url, "--model", "another-model")
         assert refused.returncode == 2 and "this server runs" in refused.stderr and "Traceback" not in refused.stderr
 

@@ -18,7 +18,7 @@ from ..events import Emit
 from ..ingest.document import Document
 from ..ingest.loader import load_sources
 from ..ingest.options import IngestOptions
-from ..ingest.prompt import ANSWER_INSTRUCTION, build_prompt
+from ..ingest.prompt import ANSWER_INSTRUCTION, PromptParts, build_prompt, conversation_ids
 from ..run.settings import Job, RunSettings
 from . import checks
 from .decoding import decide_sampling
@@ -75,6 +75,8 @@ def ask(request: AskRequest, emit: Emit, stdin: IO[bytes] | None = None, *, docu
     # a summary asks for its length itself: no instruction to keep the answer short
     system = None if request.long == "summary" else ANSWER_INSTRUCTION
     prompts = [build_prompt(tokenizer, text, q, system) for q in request.questions]
+    if request.history:
+        prompts = [follow_up(tokenizer, prompts[0], request, window.limit, emit)]
     needed = needed_tokens(prompts, settings)
     if window.limit is not None and needed > window.limit:
         window, settings = stretched(request, config, window, needed, lambda text: note(emit, text))
@@ -129,6 +131,16 @@ def ask(request: AskRequest, emit: Emit, stdin: IO[bytes] | None = None, *, docu
     if resident is not None:
         facts.update(resident.facts())
     return {**result, **facts, "total_s": time.perf_counter() - started}
+
+
+def follow_up(tokenizer, prompt: PromptParts, request: AskRequest, limit: int | None, emit: Emit) -> PromptParts:
+    """The prompt of a follow-up question: its conversation so far after the document, or, once
+    that no longer fits the window, the question alone (as ``chat`` in one process does)."""
+    ids = conversation_ids(tokenizer, request.history, request.questions[0])
+    if limit is not None and len(prompt.document_ids) + len(ids) + request.settings.max_new_tokens > limit:
+        note(emit, "the conversation no longer fits the model's window; starting a fresh one")
+        return prompt
+    return dataclasses.replace(prompt, question_ids=ids)
 
 
 def count(sources: list[str], settings: RunSettings, ingest: IngestOptions, placement: Placement, emit: Emit,

@@ -23,6 +23,16 @@ from .window import model_config, model_window
 _QUESTION_ROOM = 32
 
 
+def questions(read_line: Callable[[], str | None]):
+    """The user's questions, one per line, until end of input or /exit (blank lines skipped)."""
+    while True:
+        line = read_line()
+        if line is None or line.strip() in ("/exit", "/quit"):
+            return
+        if line.strip():
+            yield line.strip()
+
+
 def chat(request: AskRequest, emit: Emit, read_line: Callable[[], str | None], stdin: IO[bytes] | None = None) -> None:
     request = checks.read_rope_scaling(request)
     settings = checks.check_settings(request.settings)
@@ -47,12 +57,7 @@ def chat(request: AskRequest, emit: Emit, read_line: Callable[[], str | None], s
     note(emit, f"sampling: {describe_sampling(settings.sampling_report())}")
     note(emit, f"encoded {len(doc_ids)} document tokens in {encode.seconds:.2f} s; ask away (/exit or Ctrl-D to leave)")
     turns = 0
-    while True:
-        line = read_line()
-        if line is None or line.strip() in ("/exit", "/quit"):
-            return
-        if not line.strip():
-            continue
+    for line in questions(read_line):
         ids = followup_ids(tokenizer, line) if turns else tokenizer(question_text(tokenizer, line.strip()), add_special_tokens=False)["input_ids"]
         if limit and len(doc_ids) + session.engine.history + len(ids) + settings.max_new_tokens > limit:
             note(emit, "the conversation no longer fits the model's window; starting a fresh one")

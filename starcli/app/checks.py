@@ -31,6 +31,8 @@ def check_request(request: AskRequest) -> AskRequest:
         raise UsageError(f"--window must be a positive number of tokens, got {request.window}")
     if any(not q.strip() for q in request.questions) or not request.questions:
         raise UsageError("the question is empty")
+    if request.history and (len(request.questions) != 1 or request.long != "refuse" or request.truncate):
+        raise UsageError("a conversation's history goes with one question, and without --long or --truncate")
     return request
 
 

@@ -35,3 +35,5 @@ class AskRequest:
     words: int | None = None  # summarize --words
     window: int | None = None  # --window: a smaller window than the model's
     stretch: bool = True  # the default model may stretch its RoPE for longer input (--rope-scaling none: never)
+    # earlier (question, answer) turns of a conversation about the document (chat through a server)
+    history: list[tuple[str, str]] = field(default_factory=list)

@@ -34,7 +34,7 @@ def bench(
     anchor_size: Annotated[Optional[str], typer.Option("--anchor-size", help="Star anchor tokens (default: the block size).")] = None,
     decodes: Annotated[str, typer.Option("--decodes", help="Engine decode modes, comma list: auto (a CUDA graph on cuda), eager (the reference), static.")] = "auto",
     relays: Annotated[Optional[str], typer.Option("--relays", help="Star relays, comma list: tokens of the previous block each block also attends to (default: the engine's, the whole block with N/4 blocks, else 0).")] = None,
-    ranks: Annotated[int, typer.Option("--ranks", help="Processes (one per GPU); >1 relaunches under torch.distributed.run.")] = 1,
+    ranks: Annotated[int, typer.Option("--ranks", help="Processes (one per GPU); >1 starts them as torch.distributed.run ranks.")] = 1,
     device: Annotated[str, typer.Option("--device", help="auto, cuda or cpu.")] = "auto",
     dtype: Annotated[str, typer.Option("--dtype", help="auto (bfloat16 on cuda and on cpus with native bf16, else float32), bfloat16, float16, float32.")] = "auto",
     kernel: Annotated[str, typer.Option("--kernel", help=f"Attention kernel: {KERNEL_NAMES}.")] = "auto",

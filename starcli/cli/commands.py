@@ -14,7 +14,7 @@ import typer
 
 from .boundary import run_command
 from .options import (AnswerOptions, AskOptions, Cache, Debug, Device, DeviceOptions, Gpus, InputOptions, JsonOut, Model,
-                      ModelOptions, Nnodes, Procs, Quiet, StarOptions, Timeout, Truncate, WindowLimit, run_settings, uses)
+                      ModelOptions, Nnodes, Procs, Quiet, ServerOptions, StarOptions, Timeout, Truncate, WindowLimit, run_settings, uses)
 
 
 def _stdin_sources(sources: list[str]) -> list[str]:
@@ -89,11 +89,12 @@ def summarize(
     run_command(debug, body)
 
 
-@uses(model=ModelOptions, star=StarOptions, device=DeviceOptions, answer=AnswerOptions, inputs=InputOptions)
+@uses(model=ModelOptions, star=StarOptions, device=DeviceOptions, answer=AnswerOptions, inputs=InputOptions,
+      server=ServerOptions)
 def chat(
     sources: Annotated[Optional[list[str]], typer.Argument(help="Files, directories or PDFs to talk about.", show_default=False)] = None,
     debug: Debug = False, *, model: ModelOptions, star: StarOptions, device: DeviceOptions, answer: AnswerOptions,
-    inputs: InputOptions,
+    inputs: InputOptions, server: ServerOptions,
 ):
     """Encode the input once, then answer questions interactively (follow-ups keep the conversation)."""
     def body():
@@ -105,7 +106,12 @@ def chat(
         if not sources:
             raise UsageError("chat needs files or directories (questions are read from the terminal)")
         request = AskRequest(list(sources), [], run_settings(model, star, device, answer), inputs.ingest())
-        run_chat(request, Renderer(), _read_question)
+        if server.server:
+            from ..serve.client import chat_remote
+
+            chat_remote(server.server, server.api_key, request, Renderer(), _read_question)
+        else:
+            run_chat(request, Renderer(), _read_question)
 
     run_command(debug, body)
 

@@ -120,6 +120,16 @@ def followup_ids(tokenizer, question: str) -> list[int]:
     return _encode(tokenizer, followup_text(tokenizer, question.strip()))
 
 
+def conversation_ids(tokenizer, turns: list[tuple[str, str]], question: str) -> list[int]:
+    """The question part of a follow-up asked afresh (a server's chat): the earlier questions and
+    answers, then ``question``, as ``chat`` in one process feeds them turn by turn."""
+    ids: list[int] = []
+    for index, (asked, answered) in enumerate(turns):
+        ids += followup_ids(tokenizer, asked) if index else _encode(tokenizer, question_text(tokenizer, asked.strip()))
+        ids += _encode(tokenizer, answered)
+    return ids + (followup_ids(tokenizer, question) if turns else _encode(tokenizer, question_text(tokenizer, question.strip())))
+
+
 def stop_token_ids(tokenizer, model_config=None) -> set[int]:
     """EOS and the chat template's end-of-turn tokens."""
     ids: set[int] = set()

@@ -85,7 +85,13 @@ class Executor:
         if self.pool is None:
             from .pool import RankPool
 
-            self.pool = RankPool(self.ranks, self.settings, self.model_path, self.memory_bytes, emit)
+            pool = RankPool(self.ranks, self.memory_bytes)
+            try:
+                pool.load(self.settings, self.model_path, emit)
+            except BaseException:
+                pool.close()
+                raise
+            self.pool = pool
         return self.pool
 
     def load(self, emit: events.Emit) -> None:

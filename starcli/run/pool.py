@@ -11,6 +11,7 @@ server must be restarted.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import queue
 import socket
@@ -29,8 +30,10 @@ _CONNECT_TIMEOUT_S = 300.0
 
 
 class RankPool:
-    def __init__(self, options: LaunchOptions, settings: RunSettings, model_path: str, memory_bytes: int,
-                 emit: events.Emit):
+    """Ranks started once; ``load`` a model on them, then run jobs (``__call__``) or a function of
+    the ranks (``call``: the bench's cells) one after another."""
+
+    def __init__(self, options: LaunchOptions, memory_bytes: int = 0, env: dict[str, str] | None = None):
         self.world = options.nprocs
         self.broken: str | None = None  # why the ranks can no longer run jobs
         self.messages: queue.Queue = queue.Queue()
@@ -41,7 +44,7 @@ class RankPool:
         address = "127.0.0.1:%d" % listener.getsockname()[1]
         argv = ["-m", "starcli.run.worker", "--serve", address, "--device", options.device,
                 "--timeout", str(options.timeout_s), "--memory-bytes", str(memory_bytes)]
-        self.proc = start_torchrun(torchrun_command(self.world, argv), rank_environment(self.world),
+        self.proc = start_torchrun(torchrun_command(self.world, argv), {**rank_environment(self.world), **(env or {})},
                                    stdin=subprocess.DEVNULL)
         try:
             self.connections = self._accept(listener)
@@ -50,7 +53,15 @@ class RankPool:
             raise
         finally:
             listener.close()
-        self.run({"op": "load", "settings": _settings_json(settings), "model_path": model_path}, emit)
+
+    def load(self, settings: RunSettings, model_path: str, emit: events.Emit) -> None:
+        """Load the model on every rank (once, before the first job)."""
+        self.run({"op": "load", "settings": dataclasses.asdict(settings), "model_path": model_path}, emit)
+
+    def call(self, function: str, kwargs: dict, emit: events.Emit, timeout_s: float | None = None) -> None:
+        """Run ``function(comm, emit, **kwargs)`` (``"starcli.module:name"``) on every rank; rank 0's
+        return value comes back as a ``Result`` event."""
+        self.run({"op": "call", "function": function, "kwargs": kwargs}, emit, timeout_s=timeout_s)
 
     def _accept(self, listener: socket.socket) -> dict[int, socket.socket]:
         connections: dict[int, socket.socket] = {}
@@ -87,7 +98,8 @@ class RankPool:
     def __call__(self, work: Job | Batch, emit: events.Emit, cancelled: Callable[[], bool] | None = None) -> None:
         self.run({"op": "run", "work": work.to_json()}, emit, cancelled)
 
-    def run(self, op: dict, emit: events.Emit, cancelled: Callable[[], bool] | None = None) -> None:
+    def run(self, op: dict, emit: events.Emit, cancelled: Callable[[], bool] | None = None,
+            timeout_s: float | None = None) -> None:
         """Send ``op`` to every rank and relay rank 0's events until every rank has ended it."""
         if self.broken:
             raise RunError(self.broken)
@@ -100,7 +112,10 @@ class RankPool:
             raise self._break(f"a rank stopped taking jobs ({exc})") from None
         ended: dict[int, str] = {}
         cancel_sent = False
+        deadline = None if timeout_s is None else time.monotonic() + timeout_s
         while len(ended) < self.world:
+            if deadline is not None and time.monotonic() > deadline:
+                raise self._break(f"the ranks did not finish within {timeout_s:g} s")
             if cancelled is not None and not cancel_sent and cancelled():
                 cancel_sent = True
                 self._send(0, {"op": "cancel", "id": self.next_id})  # rank 0 tells the others
@@ -146,9 +161,3 @@ class RankPool:
         end_process_group(self.proc)
         for conn in self.connections.values():
             conn.close()
-
-
-def _settings_json(settings: RunSettings) -> dict:
-    import dataclasses
-
-    return dataclasses.asdict(settings)

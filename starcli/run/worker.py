@@ -127,6 +127,10 @@ def serve_jobs(address: str, device: str, timeout_s: float, memory_bytes: int, r
                     emit(events.Stage(events.LOADING_MODEL, 0))
                     session = Session.load(RunSettings(**op["settings"]), op["model_path"], comm)
                     emit(events.Stage(events.LOADING_MODEL, 1))
+                elif op["op"] == "call":
+                    result = _function(op["function"])(comm, emit, **op["kwargs"])
+                    if comm.rank == 0 and result is not None:
+                        emit(events.Result(result))
                 else:
                     work = job_from_json(op["work"])
                     run = run_batch if isinstance(work, Batch) else run_job
@@ -139,6 +143,16 @@ def serve_jobs(address: str, device: str, timeout_s: float, memory_bytes: int, r
         return 0
     except BaseException as exc:  # the process group is unusable now: report and leave
         return _failed(rank, exc, channel.sink)
+
+
+def _function(name: str) -> Callable:
+    """``starcli.module:function``: only starcli's own functions run on a rank."""
+    import importlib
+
+    module, _, function = name.partition(":")
+    if not module.startswith("starcli.") or not function:
+        raise ValueError(f"not a starcli function: {name!r}")
+    return getattr(importlib.import_module(module), function)
 
 
 def _failed(rank: int, exc: BaseException, sink: _EventSink | None) -> int:

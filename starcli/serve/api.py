@@ -104,6 +104,13 @@ class DocumentIn(BaseModel):
                         [Skip(s.path, s.reason) for s in self.skipped])
 
 
+class PostedDocument(DocumentIn):
+    """A document to keep encoded, with the block settings (``attention``, ``block_size``, ...) its
+    questions will use."""
+
+    settings: dict[str, Any] = Field(default_factory=dict)
+
+
 class AskIn(BaseModel):
     """Questions about a document, with the options of ``starcli ask`` (``settings``: RunSettings'
     fields; the model and engine fields must be the server's or left out)."""
@@ -117,12 +124,13 @@ class AskIn(BaseModel):
     truncate: bool = False
     window: Optional[int] = None
     settings: dict[str, Any] = Field(default_factory=dict)
+    history: list[tuple[str, str]] = Field(default_factory=list)  # earlier (question, answer) turns
 
     def request(self) -> AskRequest:
         if self.long not in (*LONG_MODES, "summary"):
             raise ApiError(400, f"long must be one of {', '.join((*LONG_MODES, 'summary'))}")
         return AskRequest([], list(self.questions), run_settings(self.settings), truncate=self.truncate, long=self.long,
-                          words=self.words, window=self.window)
+                          words=self.words, window=self.window, history=[tuple(turn) for turn in self.history])
 
 
 def run_settings(fields: dict[str, Any]) -> RunSettings:
@@ -364,10 +372,11 @@ def create_app(resident, limits: Limits = Limits(), api_key: str | None = None, 
         return await answer(request, body, body.document.document())
 
     @app.post("/v1/documents")
-    async def post_document(body: DocumentIn, request: Request):
+    async def post_document(body: PostedDocument, request: Request):
         document = body.document()
         doc_id = store.id_of(document)
-        facts = await result_of(request, lambda emit: resident.encode(document, RunSettings(), emit))
+        settings = run_settings(body.settings)  # the block settings its questions will use
+        facts = await result_of(request, lambda emit: resident.encode(document, settings, emit))
         store.add(document, facts)
         return {"id": doc_id, "object": "document", **facts}
 

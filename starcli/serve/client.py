@@ -8,10 +8,11 @@ from __future__ import annotations
 import dataclasses
 import json
 import time
-from typing import IO
+from typing import IO, Callable
 
 from .. import events
 from ..app.ask import read_input, stage
+from ..app.chat import questions
 from ..app.requests import AskRequest, Placement
 from ..errors import InputError, RunError, StarcliError, UsageError
 from ..events import Emit
@@ -52,7 +53,7 @@ def post_stream(url: str, path: str, body: dict, api_key: str | None, emit: even
     """POST ``body`` and relay the streamed events to ``emit``; returns the final result."""
     import httpx
 
-    base = url.rstrip("/")
+    base = _check_url(url)
     try:
         with httpx.stream("POST", base + path, json=body, headers=_headers(api_key),
                           timeout=httpx.Timeout(30.0, read=None)) as response:
@@ -84,12 +85,64 @@ def post_stream(url: str, path: str, body: dict, api_key: str | None, emit: even
     return result
 
 
+def _check_url(url: str) -> str:
+    if not url.startswith(("http://", "https://")):
+        raise UsageError(f"--server must be an http:// or https:// URL, got {url!r}")
+    return url.rstrip("/")
+
+
+def _post_json(url: str, path: str, body: dict, api_key: str | None) -> dict:
+    import httpx
+
+    try:
+        response = httpx.post(url + path, json=body, headers=_headers(api_key), timeout=httpx.Timeout(30.0, read=None))
+    except httpx.ConnectError as exc:
+        raise InputError(f"cannot reach the server at {url} ({exc}); is `starcli serve` running?") from None
+    except httpx.HTTPError as exc:
+        raise RunError(f"the connection to the server at {url} failed: {exc}") from None
+    try:
+        answer = response.json()
+    except ValueError:
+        answer = {}
+    if response.status_code != 200:
+        raise _failure(response.status_code, answer)
+    return answer
+
+
+def chat_remote(url: str, api_key: str | None, request: AskRequest, emit: Emit, read_line: Callable[[], str | None],
+                stdin: IO[bytes] | None = None) -> None:
+    """``chat`` with a server: the input is read here and posted once; every turn asks about it
+    with the conversation so far (the server keeps the document encoded, not the conversation)."""
+    url = _check_url(url)
+    document = read_input(request.sources, request.ingest, emit, stdin)
+    parts = {"parts": [dataclasses.asdict(p) for p in document.parts],
+             "skipped": [dataclasses.asdict(s) for s in document.skipped], "settings": changed_settings(request.settings)}
+    posted = _post_json(url, "/v1/documents", parts, api_key)
+    emit(events.Note(f"the server holds {posted['tokens']} document tokens (encoded in {posted['encode_s']:.2f} s); "
+                     f"ask away (/exit or Ctrl-D to leave)"))
+    history: list[tuple[str, str]] = []
+    for line in questions(read_line):
+        body = {"questions": [line], "history": history, "settings": changed_settings(request.settings)}
+        try:
+            result = post_stream(url, f"/v1/documents/{posted['id']}/ask", body, api_key, emit)
+        except StarcliError as exc:
+            if "no document" not in str(exc):
+                raise
+            posted = _post_json(url, "/v1/documents", parts, api_key)  # the server forgot it: post it again
+            result = post_stream(url, f"/v1/documents/{posted['id']}/ask", body, api_key, emit)
+        answer = result["answers"][0]
+        emit(events.AnswerEnd(len(history)))
+        rate = answer.get("decode_tokens_per_s") or 0.0
+        emit(events.Note(f"{answer['answer_tokens']} tokens, first after {answer['prefill_s']:.2f} s, {rate:.1f} tokens/s, "
+                         f"stopped: {answer['stop_reason']}"))
+        history.append((line, answer["answer"]))
+
+
 def ask_remote(url: str, api_key: str | None, request: AskRequest, emit: Emit, stdin: IO[bytes] | None = None) -> dict:
     """``ask`` or ``summarize`` answered by the server at ``url``: the input is read here, with the
     same notes and skips as in one process; the result has the same shape, with this side's
     reading time and the whole wait."""
-    if not url.startswith(("http://", "https://")):
-        raise UsageError(f"--server must be an http:// or https:// URL, got {url!r}")
+    url = _check_url(url)
     if request.placement != Placement():
         raise UsageError("--procs, --gpus and --nnodes are the server's, set when it starts (`starcli serve --procs N`)")
     if request.window is not None and request.window < 1:

@@ -17,10 +17,11 @@ same model, timed the same way (first token, then decode after the same warm-up)
 Engine cells run once per ``--decodes`` entry: ``auto`` (a captured CUDA graph on CUDA, eager on
 the CPU), ``eager`` (the reference), ``static`` (the graph's fixed-shape step without capture).
 
-Several ranks: the command relaunches itself under ``torch.distributed.run``; every rank runs the
-same cells in the same order (collectives must pair up) and rank 0 gathers, prints and writes JSON.
+Several ranks: torchrun starts them in the worker loop a server's ranks run (``run.pool``); every
+rank runs the same cells in the same order (collectives must pair up), rank 0 gathers the report,
+and the command's process prints it and writes the JSON.
 
 Modules: ``shapes`` (the named model shapes), ``flops`` (FLOP and memory model), ``cells`` (options,
 settings and the cells of a run), ``runner`` (one rank's samples, on a ``run.session.Session``),
-``table`` (the printed table), ``command`` (the relaunch and the whole run).
+``table`` (the printed table), ``command`` (the whole run, here or on ranks).
 """

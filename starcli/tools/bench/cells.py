@@ -175,29 +175,7 @@ def bench_settings(shape=None, model=None, lengths="32k,128k", modes="dense,star
     )
 
 
-def bench_argv(settings: BenchSettings, ranks: int) -> list[str]:
-    """The checked options as command-line arguments for the relaunched ranks."""
-    args = ["--lengths", ",".join(map(str, settings.lengths)), "--modes", ",".join(settings.modes),
-            "--ranks", str(ranks), "--device", settings.device, "--dtype", settings.dtype, "--kernel", settings.kernel,
-            "--question-tokens", str(settings.question_tokens), "--decode-tokens", str(settings.decode_tokens),
-            "--decode-warmup", str(settings.decode_warmup), "--repeats", str(settings.repeats),
-            "--pass-tokens", str(settings.pass_tokens), "--seed", str(settings.seed)]
-    args += ["--model", settings.model_path] if settings.model_path else ["--shape", settings.shape]
-    if any(b is not None for b in settings.block_sizes):
-        args += ["--block-sizes", ",".join(str(b) for b in settings.block_sizes if b is not None)]
-    if settings.anchor_size is not None:
-        args += ["--anchor-size", str(settings.anchor_size)]
-    if settings.relays != [None]:
-        args += ["--relays", ",".join(str(r) for r in settings.relays)]
-    args += ["--decodes", ",".join(settings.decodes)]
-    if settings.json_path:
-        args += ["--json", settings.json_path]
-    if settings.matmul_size:
-        args += ["--matmul-size", str(settings.matmul_size)]
-    return args
-
-
-# set by the relaunch, so that every rank records the command as the user typed it
+# set on the ranks of a multi-rank run, so that the report records the command as the user typed it
 COMMAND_ENV = "STARCLI_BENCH_COMMAND"
 
 
