@@ -83,16 +83,18 @@ def streamed_ask(url: str, path: str, body: dict) -> dict:
     return {"first_s": first, "answer": "".join(text), "result": result, "total_s": time.perf_counter() - start}
 
 
-def cli_first_token(url: str, question: str, runs: int) -> list[float]:
-    """Seconds from starting `starcli ask --server` to its first byte on stdout (a small file)."""
+def cli_first_token(url: str | None, question: str, runs: int) -> list[float]:
+    """Seconds from starting `starcli ask` (``--server url``, or in its own process with url None)
+    to its first byte on stdout, on a small file."""
     with tempfile.TemporaryDirectory() as tmp:
         small = Path(tmp) / "small.txt"
         small.write_text("The retry logic lives in net/retry.py and backs off exponentially.\n")
         times = []
         for _ in range(runs):
             start = time.perf_counter()
-            proc = subprocess.Popen([sys.executable, "-m", "starcli", "ask", str(small), question, "--server", url,
-                                     "--quiet"], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, cwd=ROOT)
+            where = ["--server", url] if url else []
+            proc = subprocess.Popen([sys.executable, "-m", "starcli", "ask", str(small), question, *where, "--quiet"],
+                                    stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, cwd=ROOT)
             proc.stdout.read(1)
             times.append(time.perf_counter() - start)
             proc.stdout.read()
@@ -108,6 +110,7 @@ def main() -> None:
     parser.add_argument("--questions", type=int, default=3)
     parser.add_argument("--clients", type=int, default=0)
     parser.add_argument("--small-runs", type=int, default=3)
+    parser.add_argument("--compare-local", action="store_true", help="also time `starcli ask` without the server")
     parser.add_argument("--max-new-tokens", type=int, default=24)
     args = parser.parse_args()
     proc = None
@@ -120,6 +123,10 @@ def main() -> None:
             times = cli_first_token(url, "Where is the retry logic?", args.small_runs)
             rows.append(("`starcli ask --server`, small file: first token (process start to first byte)",
                          " / ".join(f"{t:.2f}" for t in times) + " s"))
+            if args.compare_local:
+                times = cli_first_token(None, "Where is the retry logic?", args.small_runs)
+                rows.append(("`starcli ask` in its own process, same file: first token",
+                             " / ".join(f"{t:.2f}" for t in times) + " s"))
         facts = max(args.clients, args.questions)
         text, codes = needle_document(args.tokens, facts)
         start = time.perf_counter()

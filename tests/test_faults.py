@@ -386,7 +386,45 @@ def cache_folders_are_private(tmp_path: Path, model: Path) -> None:
         assert oct((tmp_path / "cache" / name).stat().st_mode & 0o777) == "0o700", name
 
 
+def _cache_fault(make_fault):
+    """A cache folder that cannot be used: the answer comes all the same, with a warning."""
+    def case(tmp_path: Path, model: Path) -> None:
+        doc = tmp_path / "doc.txt"
+        doc.write_text("The vault code is 4711. " * 40)
+        expected, _ = _ask(doc, tmp_path / "clean", model)
+        make_fault(tmp_path / "cache")
+        got, stderr = _ask(doc, tmp_path, model, "--cache")
+        assert got["answers"][0]["answer"] == expected["answers"][0]["answer"]
+        assert any("cache" in line for line in _notes(stderr)), stderr
+    return case
+
+
+def _documents_is_a_file(cache: Path) -> None:
+    cache.mkdir()
+    (cache / "documents").write_text("not a folder")
+
+
+def _cache_is_a_file(cache: Path) -> None:
+    cache.write_text("not a folder")
+
+
+def entry_is_a_file(tmp_path: Path, model: Path) -> None:
+    """A plain file where a cache entry's folder was: a miss, and storing it again fails."""
+    doc = tmp_path / "doc.txt"
+    doc.write_text("The vault code is 4711. " * 40)
+    first, _ = _ask(doc, tmp_path, model, "--cache")
+    entry = next((tmp_path / "cache" / "documents").iterdir())
+    shutil.rmtree(entry)
+    entry.write_text("not a folder")
+    again, stderr = _ask(doc, tmp_path, model, "--cache")
+    assert again["answers"][0]["answer"] == first["answers"][0]["answer"] and again["cache"]["hit"] is False
+    assert any("could not store" in line for line in _notes(stderr)), stderr
+
+
 SURVIVES = {
+    "documents/ is a plain file": _cache_fault(_documents_is_a_file),
+    "the cache folder is a plain file": _cache_fault(_cache_is_a_file),
+    "a cache entry's folder is a plain file": entry_is_a_file,
     "damaged cache entry": damaged_cache_entry,
     "AES-128 PDF, right password": _pdf_case("AES-128", "pw", "pw"),
     "AES-256 PDF, right password": _pdf_case("AES-256", "pw", "pw"),

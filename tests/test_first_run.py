@@ -91,3 +91,23 @@ def test_the_default_model_is_assembled_converted_and_answered_on_first_ask(tmp_
     assert second.exit_code == 0, second.stderr
     assert "converting model" not in second.stderr and "assembling" not in second.stderr
     assert second.stdout == first.stdout  # greedy: the same answer from the cached conversion
+
+
+def test_a_damaged_conversion_is_converted_again_before_use(tiny_gguf, doc):
+    """Bytes of the converted weights overwritten in place (same size): the next run finds the
+    digest changed and converts again, and the answer is the one the intact model gives."""
+    asked = ("ask", doc, "where is the retry logic?", "--model", tiny_gguf, "--device", "cpu", "--max-new-tokens", "6",
+             "--temperature", "0", "--json")
+    first = invoke(*asked)
+    assert first.exit_code == 0, first.stderr
+    weights = models.models_dir() / converted_entries()[0] / "model.safetensors"
+    data = bytearray(weights.read_bytes())
+    middle = len(data) // 2
+    data[middle:middle + 4096] = bytes(4096)
+    weights.write_bytes(bytes(data))
+    again = invoke(*asked)
+    assert again.exit_code == 0, again.stderr
+    assert "converting model" in again.stderr  # caught before use, and rebuilt from the GGUF
+    assert json.loads(again.stdout)["answers"][0]["answer"] == json.loads(first.stdout)["answers"][0]["answer"]
+    untouched = invoke(*asked)
+    assert "converting model" not in untouched.stderr  # an intact conversion is trusted as it is

@@ -32,6 +32,7 @@ from typing import Any
 from ..errors import one_line
 from ..cache.dirs import (
     atomic_dir,
+    file_digest,
     file_lock,
     private_subdir,
     remove_tree,
@@ -50,8 +51,8 @@ STAGE_WAIT = "waiting for another starcli to finish converting"  # (0, 0)
 
 MARKER = "starcli.json"
 # Bumped when the layout of a converted entry changes, so that older entries get rebuilt
-# (2: decoding defaults in generation_config.json and the int8 decode copies).
-MARKER_FORMAT = 2
+# (2: decoding defaults in generation_config.json and the int8 decode copies; 3: every file's digest).
+MARKER_FORMAT = 3
 CONVERTED_DTYPE = "bfloat16"
 
 _CHUNK = 8 << 20
@@ -165,10 +166,50 @@ def read_marker(entry: Path) -> dict[str, Any] | None:
 
 
 def usable(entry: Path, sha256: str) -> dict[str, Any] | None:
+    """The marker of a complete, intact conversion of the GGUF with ``sha256``; None when there is
+    none, or when a file of it is not what the conversion wrote (then it is converted again)."""
     marker = read_marker(entry)
-    if marker is not None and marker.get("sha256") == sha256 and (entry / "config.json").is_file():
+    if marker is not None and marker.get("sha256") == sha256 and (entry / "config.json").is_file() \
+            and _files_intact(entry, marker):
         return marker
     return None
+
+
+def _file_records(folder: Path) -> dict[str, dict[str, Any]]:
+    """Size, modification time and BLAKE2b of every file a conversion wrote."""
+    records = {}
+    for path in sorted(folder.iterdir()):
+        if path.is_file() and path.name != MARKER:
+            stat = path.stat()
+            records[path.name] = {"bytes": stat.st_size, "mtime_ns": stat.st_mtime_ns, "blake2b": file_digest(path)}
+    return records
+
+
+def _files_intact(entry: Path, marker: dict[str, Any]) -> bool:
+    """Each recorded file has its size, and its digest where its modification time moved (damage
+    that keeps the size, such as bytes overwritten in place, changes the time; reading every byte
+    of the weights on every run would double the load). A file verified again gets its new time."""
+    records = marker.get("files")
+    if not isinstance(records, dict) or not records:
+        return False
+    moved = {}
+    for name, record in records.items():
+        try:
+            stat = (entry / name).stat()
+        except OSError:
+            return False
+        if stat.st_size != record.get("bytes"):
+            return False
+        if stat.st_mtime_ns != record.get("mtime_ns"):
+            if file_digest(entry / name) != record.get("blake2b"):
+                return False
+            moved[name] = {**record, "mtime_ns": stat.st_mtime_ns}
+    if moved:
+        try:
+            write_json_atomic(entry / MARKER, {**marker, "files": {**records, **moved}})
+        except OSError:
+            pass  # verified again next time
+    return True
 
 
 @contextlib.contextmanager
@@ -210,6 +251,8 @@ def _ensure_converted(
                 "transformers": _version("transformers"),
                 "torch": _version("torch"),
                 "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+                # verified before every use (``_files_intact``)
+                "files": _file_records(tmp),
                 **fields,
             }
             write_json_atomic(tmp / MARKER, marker)

@@ -20,7 +20,7 @@ from typing import Callable
 import torch
 
 from .. import events
-from ..errors import Cancelled
+from ..errors import Cancelled, one_line
 from ..events import Emit
 from ..ingest.prompt import stop_token_ids
 from ..star.comm import Comm
@@ -123,7 +123,11 @@ class Session:
             stats, info = self._load_cached(key, partition, emit or events.discard)
             if stats is None:
                 stats = self.engine.encode_context(ids, partition, on_progress)
-                documents.save(key, self.engine.export_document_kv(), stats.seconds, list(cache.sources))
+                try:
+                    documents.save(key, self.engine.export_document_kv(), stats.seconds, list(cache.sources))
+                except Exception as exc:  # noqa: BLE001 - the cache only saves time: the answer goes on
+                    (emit or events.discard)(events.Note(
+                        f"could not store the encoded document in the cache ({one_line(exc)}); answering without it"))
         if stats is None:
             stats = self.engine.encode_context(ids, partition, on_progress)
         if memory is not None and not info.get("memory"):
@@ -231,7 +235,13 @@ class Session:
             found = documents.load(key)
         except documents.DocCacheError as exc:
             emit(events.Note(f"ignoring a corrupt document cache entry ({exc}); encoding again"))
-            documents.remove(key.digest())
+            try:
+                documents.remove(key.digest())
+            except OSError:
+                pass  # stored again over it, or reported when that fails
+            found = None
+        except OSError as exc:  # a cache that cannot be read costs phase 1, never the answer
+            emit(events.Note(f"cannot read the document cache ({one_line(exc)}); encoding instead"))
             found = None
         # ring's phase 1 has collectives, so ranks must agree: all load, or all encode
         if not self.comm.all_true(found is not None):
