@@ -528,3 +528,45 @@ def test_a_rank_ends_without_teardown_once_its_work_is_reported(tmp_path, tiny_m
     # events to stdout as JSON lines, the result last
     reported = [json.loads(line)["type"] for line in result.stdout.splitlines() if line.strip()]
     assert reported[-1] == "result" and "token" in reported
+
+
+# --- standard streams closed, endless, full or gone; forgotten arguments ---------------------------
+
+STREAMS = {
+    # case: (shell redirections after the command, exit code, words of the error line)
+    "ask - with stdin closed": (["ask", "-", "q?"], "<&-", 1, "standard input is closed"),
+    "chat with stdin closed": (["chat", "{doc}"], "<&-", 1, "standard input is closed"),
+    "endless NUL bytes on stdin": (["ask", "-", "q?"], "< /dev/zero", 1, "binary"),
+    "count into a full disk": (["count", "{doc}"], "> /dev/full", 1, "No space left on device"),
+    "count with stdout closed": (["count", "{doc}"], ">&-", 1, "standard output is closed"),
+    "a forgotten question": (["ask", "{doc}"], "< /dev/null", 2, "missing the question"),
+    "worker job file missing": (["worker", "--job", "{work}/none.json", "--device", "cpu"], "", 1, "cannot read the job file"),
+    "worker job file not JSON": (["worker", "--job", "{doc}", "--device", "cpu"], "", 1, "cannot read the job file"),
+}
+
+
+@pytest.mark.parametrize("case", list(STREAMS))
+def test_closed_and_odd_standard_streams_are_one_line(case, tmp_path, tiny_model_dir):
+    import shlex
+
+    args, redirect, code, words = STREAMS[case]
+    doc = tmp_path / "doc.txt"
+    doc.write_text("The vault code is 4711.")
+    args = [a.format(doc=doc, work=tmp_path) for a in args]
+    if args[0] != "worker":
+        args += ["--model", str(tiny_model_dir), "--device", "cpu"]
+    command = shlex.join([sys.executable, "-m", "starcli", *args]) + " " + redirect
+    result = subprocess.run(["sh", "-c", command], capture_output=True, text=True, timeout=BOUND_S,
+                            env={**os.environ, "STARCLI_CACHE": str(tmp_path / "cache"), "NO_COLOR": "1"})
+    errors = [line for line in result.stderr.splitlines() if line.startswith("starcli: error:")]
+    assert result.returncode == code, result.stderr
+    assert len(errors) == 1 and words in errors[0], result.stderr
+    assert "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize("args", [["--help"], ["ask", "--help"], ["--version"]])
+def test_output_into_a_pipe_nobody_reads_ends_quietly(args):
+    proc = subprocess.Popen([sys.executable, "-m", "starcli", *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc.stdout.close()  # the reader is gone before anything is written (`starcli --help | true`)
+    _, err = proc.communicate(timeout=BOUND_S)
+    assert proc.returncode == 0 and err == b"", err

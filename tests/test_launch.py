@@ -108,13 +108,13 @@ def _rank_of(pid: int) -> int | None:
     return int(env[b"RANK"]) if b"starcli.run.worker" in cmdline and b"RANK" in env else None
 
 
-def _long_two_rank_ask(tiny_model_dir, tmp_path, *extra) -> subprocess.Popen:
+def _long_two_rank_ask(tiny_model_dir, tmp_path, *extra, env: dict | None = None) -> subprocess.Popen:
     """A two-rank ask that generates for a while: something to kill or interrupt."""
     doc = tmp_path / "doc.txt"
     doc.write_text("word " * 100)
     # float32 like every tiny-model test (conftest pins it in-process): in bfloat16 the ranks' merged
     # partials round differently from one process's attention, and greedy tokens may differ
-    env = {**os.environ, "NO_COLOR": "1", "OMP_NUM_THREADS": "1", "STARCLI_DTYPE": "float32"}
+    env = {**os.environ, "NO_COLOR": "1", "OMP_NUM_THREADS": "1", "STARCLI_DTYPE": "float32", **(env or {})}
     return subprocess.Popen(
         [sys.executable, "-m", "starcli", "ask", str(doc), "q?", "--model", str(tiny_model_dir), "--device", "cpu",
          "--procs", "2", "--max-new-tokens", "1400", "--kernel", "math", *extra],
@@ -137,15 +137,22 @@ def test_a_killed_rank_ends_the_run_with_a_message_and_no_orphans(tiny_model_dir
     assert _still_running(tree) == []
 
 
-def test_ctrl_c_stops_every_rank(tiny_model_dir, tmp_path):
-    proc = _long_two_rank_ask(tiny_model_dir, tmp_path)
+@pytest.mark.parametrize("sig, code, words", [
+    (signal.SIGINT, 130, b"interrupted"), (signal.SIGTERM, 143, b"stopped by SIGTERM"),
+    (signal.SIGHUP, 129, b"stopped by SIGHUP"),
+])
+def test_a_signal_stops_every_rank_and_leaves_no_job_files(tiny_model_dir, tmp_path, sig, code, words):
+    temp = tmp_path / "tmp"
+    temp.mkdir()
+    proc = _long_two_rank_ask(tiny_model_dir, tmp_path, env={"TMPDIR": str(temp)})
     assert proc.stdout.read(1), proc.stderr.read()
     tree = _descendants(proc.pid)
     assert len([p for p in tree if _rank_of(p) is not None]) == 2
-    proc.send_signal(signal.SIGINT)
+    proc.send_signal(sig)
     _, err = proc.communicate(timeout=60)
-    assert proc.returncode == 130 and b"interrupted" in err and b"Traceback" not in err
+    assert proc.returncode == code and words in err and b"Traceback" not in err, err
     assert _still_running(tree) == []
+    assert list(temp.iterdir()) == []  # the document's token ids did not outlive the run
 
 
 def test_the_rank_killed_first_is_named_not_the_ranks_torchrun_ended_after_it():

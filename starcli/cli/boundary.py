@@ -9,6 +9,7 @@ itself are turned into the same one line by ``usage_message``.
 from __future__ import annotations
 
 import os
+import signal
 import sys
 from typing import Callable
 
@@ -21,14 +22,74 @@ from typer._click.exceptions import BadParameter, UsageError
 INTERRUPTED = 130
 
 
+class Stopped(KeyboardInterrupt):
+    """SIGTERM or SIGHUP: ended like Ctrl-C (what the command started ends with it), with the
+    signal's exit status."""
+
+    def __init__(self, signum: int):
+        super().__init__(signum)
+        self.signum = signum
+
+
+def stop_on_signal(signum, frame) -> None:
+    raise Stopped(signum)
+
+
+def exit_status(exc: KeyboardInterrupt) -> int:
+    return 128 + exc.signum if isinstance(exc, Stopped) else INTERRUPTED
+
+
+class OutputError(Exception):
+    """Standard output cannot be written (a full disk, an I/O error)."""
+
+
+class ReaderGone(Exception):
+    """Standard output's reader went away (`| head`): the command ends quietly. Not an OSError,
+    which the option parser would turn into exit 1."""
+
+
+class CheckedOutput:
+    """Standard output whose write failures (other than a reader gone away, which ends quietly)
+    become one error line instead of an OSError from deep inside a command."""
+
+    def __init__(self, stream):
+        self._stream = stream
+
+    def __getattr__(self, name):
+        return getattr(self._stream, name)
+
+    def write(self, text: str) -> int:
+        try:
+            return self._stream.write(text)
+        except BrokenPipeError:
+            raise ReaderGone() from None
+        except OSError as exc:
+            raise OutputError(f"cannot write to standard output: {exc.strerror or exc}") from None
+
+    def flush(self) -> None:
+        try:
+            self._stream.flush()
+        except BrokenPipeError:
+            raise ReaderGone() from None
+        except OSError as exc:
+            raise OutputError(f"cannot write to standard output: {exc.strerror or exc}") from None
+
+
 def fail(message: str, code: int) -> None:
     print(f"starcli: error: {message}", file=sys.stderr)
     raise typer.Exit(code)
 
 
-def interrupted() -> None:
-    print("\nstarcli: interrupted", file=sys.stderr)
-    raise typer.Exit(INTERRUPTED)
+def interrupted(exc: KeyboardInterrupt | None = None) -> None:
+    print("\nstarcli: interrupted" if not isinstance(exc, Stopped) else
+          f"\nstarcli: stopped by {signal.Signals(exc.signum).name}", file=sys.stderr)
+    raise typer.Exit(exit_status(exc) if exc is not None else INTERRUPTED)
+
+
+def quiet_broken_pipe() -> None:
+    """The reader went away (`| head`): stop quietly, and keep Python from complaining at exit."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
 
 
 def run_command(debug: bool, body: Callable[[], object]) -> None:
@@ -41,20 +102,20 @@ def run_command(debug: bool, body: Callable[[], object]) -> None:
             from transformers.utils import logging as hf_logging
 
             hf_logging.set_verbosity_error()
-    except KeyboardInterrupt:
-        interrupted()
+    except KeyboardInterrupt as exc:
+        interrupted(exc)
     try:
         body()
     except StarcliError as exc:
         _trace(debug)
         fail(str(exc), exc.code)
-    except BrokenPipeError:
-        # the reader went away (`| head`): stop quietly, and keep Python from complaining at exit
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, sys.stdout.fileno())
+    except OutputError as exc:
+        fail(str(exc), 1)
+    except (BrokenPipeError, ReaderGone):
+        quiet_broken_pipe()
         raise typer.Exit(0)
-    except KeyboardInterrupt:
-        interrupted()
+    except KeyboardInterrupt as exc:
+        interrupted(exc)
     except typer.Exit:
         raise
     except Exception as exc:  # noqa: BLE001 - anything else is still one line unless --debug

@@ -7,6 +7,7 @@ the bodies, so ``--help`` and ``--version`` answer without torch.
 from __future__ import annotations
 
 import json
+import os
 import sys
 from typing import Annotated, Optional
 
@@ -28,12 +29,20 @@ def _stdin_sources(sources: list[str]) -> list[str]:
     raise UsageError("no input: name files or directories, or pipe text in (e.g. `git diff | starcli ask \"...\"`)")
 
 
+def _stdin_bytes():
+    from ..errors import InputError
+
+    if sys.stdin is None:
+        raise InputError("standard input is closed: there is nothing to read from -")
+    return sys.stdin.buffer
+
+
 def _run_request(options: AskOptions, sources: list[str], questions: list[str], *, cache: bool, **fields) -> None:
     """ask and summarize: one request, run and reported (in this process, or by a server)."""
     sources = _stdin_sources(sources)
     renderer = options.output.renderer()
     request = options.request(sources, questions, cache=cache, **fields)
-    stdin = sys.stdin.buffer if "-" in sources else None
+    stdin = _stdin_bytes() if "-" in sources else None
     if options.server.server:
         from ..serve.client import ask_remote
 
@@ -62,6 +71,8 @@ def ask(
             sources, questions = list(args), list(question)
         elif not args:
             raise UsageError("missing the question (the last argument)")
+        elif len(args) == 1 and args[0] != "-" and os.path.exists(args[0]):
+            raise UsageError(f"missing the question: starcli ask {args[0]} \"your question\"")
         else:
             sources, questions = list(args[:-1]), [args[-1]]
         _run_request(options, sources, questions, cache=cache, truncate=truncate, window=window, long=long)
@@ -105,6 +116,10 @@ def chat(
 
         if not sources:
             raise UsageError("chat needs files or directories (questions are read from the terminal)")
+        if sys.stdin is None:
+            from ..errors import InputError
+
+            raise InputError("standard input is closed: chat reads its questions there")
         request = AskRequest(list(sources), [], run_settings(model, star, device, answer), inputs.ingest())
         if server.server:
             from ..serve.client import chat_remote
@@ -144,7 +159,7 @@ def count(
         srcs = _stdin_sources(list(sources or []))
         renderer = Renderer(quiet=quiet)
         result = run_count(srcs, settings, inputs.ingest(), Placement(procs, gpus, nnodes), renderer,
-                           sys.stdin.buffer if "-" in srcs else None)
+                           _stdin_bytes() if "-" in srcs else None)
         renderer.stop_progress()
         if json_output:
             print(json.dumps(result, indent=2))

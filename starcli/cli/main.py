@@ -29,7 +29,8 @@ from typer._click.exceptions import UsageError  # noqa: E402
 
 from .. import __version__  # noqa: E402
 from . import bench_eval, commands, serve  # noqa: E402
-from .boundary import INTERRUPTED, usage_message  # noqa: E402
+from .boundary import (INTERRUPTED, CheckedOutput, OutputError, ReaderGone, exit_status,  # noqa: E402
+                       quiet_broken_pipe, stop_on_signal, usage_message)
 
 app = typer.Typer(
     name="starcli",
@@ -64,18 +65,39 @@ def main_options(version: Annotated[bool, typer.Option("--version", callback=ver
     pass
 
 
+# Commands that print nothing on standard output, and so may run with it closed.
+_SILENT = {"serve", "worker"}
+
+
 def main() -> None:
     # From here on Ctrl-C is a KeyboardInterrupt, which the commands turn into exit 130 after
-    # ending what they started (ranks, progress display).
+    # ending what they started (ranks, progress display); SIGTERM and SIGHUP end them the same way.
     signal.signal(signal.SIGINT, signal.default_int_handler)
+    for signum in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(signum, stop_on_signal)
+    if sys.stdout is None and not _SILENT & set(sys.argv[1:2]):
+        print("starcli: error: standard output is closed: there is nowhere to write the result", file=sys.stderr)
+        sys.exit(1)
+    if sys.stdout is not None:
+        sys.stdout = CheckedOutput(sys.stdout)
     try:
         code = app(standalone_mode=False)
+        sys.stdout.flush()  # a late write error is still this command's
     except UsageError as exc:
         print(f"starcli: error: {usage_message(exc)}", file=sys.stderr)
         code = 2
-    except (typer.Abort, KeyboardInterrupt):
+    except OutputError as exc:
+        print(f"starcli: error: {exc}", file=sys.stderr)
+        code = 1
+    except (BrokenPipeError, ReaderGone):
+        quiet_broken_pipe()
+        code = 0
+    except typer.Abort:
         print("\nstarcli: interrupted", file=sys.stderr)
         code = INTERRUPTED
+    except KeyboardInterrupt as exc:
+        print("\nstarcli: interrupted", file=sys.stderr)
+        code = exit_status(exc)
     sys.exit(code if isinstance(code, int) else 0)
 
 

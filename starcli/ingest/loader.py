@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import codecs
 import errno
 import os
 import stat
@@ -11,6 +12,7 @@ from collections.abc import Callable
 from typing import BinaryIO
 
 from .content import bytes_to_text
+from .pdf import looks_like_pdf
 from .directory import read_directory
 from .display import cited_path, display_path, plural
 from .document import Document, Part, Skip
@@ -81,16 +83,38 @@ def load_sources(
     return document
 
 
+_STDIN_CHUNK = 1 << 20
+# More than any window holds many times over, read in passes; an endless stream ends here.
+STDIN_MAX_BYTES = 4 << 30
+_WIDE_BOMS = (codecs.BOM_UTF32_LE, codecs.BOM_UTF32_BE, codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)
+
+
+def _binary_start(chunk: bytes) -> bool:
+    """NUL bytes in the first chunk of something that is neither a PDF nor UTF-16/32 text."""
+    return b"\x00" in chunk and not looks_like_pdf("", chunk) and not chunk.startswith(_WIDE_BOMS)
+
+
 def _read_stdin(stdin: BinaryIO | None, options: IngestOptions) -> Part | None:
     """Read standard input once, whole; ``None`` when it holds only whitespace."""
     if stdin is None:
         if sys.stdin is None:
             raise SourceError("standard input is not available")
         stdin = sys.stdin.buffer
+    chunks: list[bytes] = []
+    size = 0
     try:
-        data = stdin.read()
+        while chunk := stdin.read(_STDIN_CHUNK):
+            if not chunks and _binary_start(chunk):
+                # a device or a binary stream can be endless (/dev/zero): say so at once
+                raise SourceError("standard input is binary (NUL bytes); only text and PDF can be read")
+            chunks.append(chunk)
+            size += len(chunk)
+            if size > STDIN_MAX_BYTES:
+                raise SourceError(f"standard input is over {STDIN_MAX_BYTES >> 30} GiB; save it to a file and "
+                                  f"name the parts to read")
     except OSError as error:
         raise SourceError(f"cannot read standard input: {describe_os_error(error)}") from None
+    data = b"".join(chunks)
     # Only the magic bytes can mark piped input as a PDF: it has no name.
     text, is_pdf, note = bytes_to_text(data, "", "standard input", options)
     if not text.strip():

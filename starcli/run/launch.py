@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import signal
 import socket
 import subprocess
@@ -76,25 +77,37 @@ def torchrun_command(nprocs: int, module_argv: list[str], nnodes: int = 1, node_
     return cmd + module_argv
 
 
-def start_torchrun(cmd: list[str], env: dict[str, str], **popen) -> subprocess.Popen:
-    """torchrun in a process group of its own, which ``end_process_group`` ends as a whole."""
-    return subprocess.Popen(cmd, env=env, start_new_session=True, **popen)
+def start_torchrun(cmd: list[str], env: dict[str, str], *, die_with_parent: bool = False, **popen) -> subprocess.Popen:
+    """torchrun in a process group of its own, which ``end_process_group`` ends as a whole; with
+    ``die_with_parent``, also sent SIGTERM (Linux) if the thread that started it dies, even by
+    SIGKILL, so that its ranks never outlive a command killed outright."""
+    return subprocess.Popen(cmd, env=env, start_new_session=True,
+                            preexec_fn=_terminate_with_parent if die_with_parent else None, **popen)
 
 
-def _worker_command(options: LaunchOptions, job_path: str, events: str) -> list[str]:
+def _terminate_with_parent() -> None:
+    try:
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # 1: PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass  # not Linux: the command's own handlers still end the group
+
+
+def _worker_command(options: LaunchOptions, events: str) -> list[str]:
     return torchrun_command(
         options.nprocs,
-        ["-m", "starcli.run.worker", "--job", job_path, "--device", options.device, "--timeout", str(options.timeout_s),
-         "--events", events],
+        ["-m", "starcli.run.worker", "--device", options.device, "--timeout", str(options.timeout_s), "--events", events],
         options.nnodes, options.node_rank, options.rdzv_endpoint,
     )
 
 
 class _EventServer:
-    """Accepts one connection per rank and forwards their JSON-line events to ``emit``."""
+    """Accepts one connection per rank, sends it the job, and forwards its JSON-line events to ``emit``."""
 
-    def __init__(self, emit: events.Emit):
+    def __init__(self, emit: events.Emit, job_line: bytes = b""):
         self.emit = emit
+        self.job_line = job_line
         self.sock = socket.socket()
         self.sock.bind(("127.0.0.1", 0))
         self.sock.listen(64)
@@ -119,6 +132,11 @@ class _EventServer:
             self.threads.append(thread)
 
     def _read(self, conn: socket.socket) -> None:
+        try:
+            conn.sendall(self.job_line)
+        except OSError:
+            conn.close()
+            return
         with conn, conn.makefile("r", encoding="utf-8") as lines:
             for line in lines:
                 try:
@@ -193,39 +211,35 @@ def _describe_failure(server: _EventServer, torchrun_log: str, returncode: int) 
 def run_distributed(job: Job | Batch, options: LaunchOptions, emit: events.Emit) -> None:
     """Run ``job`` (or each job of a batch, on one model load) on ``options.nprocs`` local ranks
     (× nnodes); raise LaunchError naming a failed rank."""
-    server = _EventServer(emit)
-    workdir = tempfile.mkdtemp(prefix="starcli-job-")  # private (0700) by construction
-    job_path = os.path.join(workdir, "job.json")
-    log_path = os.path.join(workdir, "torchrun.log")
-    fd = os.open(job_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "w") as f:
-        json.dump(job.to_json(), f)
+    server = _EventServer(emit, (json.dumps(job.to_json()) + "\n").encode())
+    # torchrun's own files (its per-rank error files) go to a private folder removed at the end
+    scratch = tempfile.mkdtemp(prefix="starcli-ranks-")
+    # its output, unlinked at once: nothing of the run stays on disk, whatever ends it
+    log = tempfile.TemporaryFile("w+", errors="replace")
     proc = None
     try:
-        with open(log_path, "w") as log:
-            proc = start_torchrun(_worker_command(options, job_path, server.address), rank_environment(options.nprocs),
-                                  stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT)
-            error_seen_at = None
-            while proc.poll() is None:
-                if server.failure is not None:
-                    raise server.failure
-                if server.errors and error_seen_at is None:
-                    error_seen_at = time.monotonic()
-                if error_seen_at is not None and time.monotonic() - error_seen_at > _SHUTDOWN_GRACE_S:
-                    break
-                time.sleep(0.05)
+        proc = start_torchrun(_worker_command(options, server.address),
+                              {**rank_environment(options.nprocs), "TMPDIR": scratch}, die_with_parent=True,
+                              stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT)
+        error_seen_at = None
+        while proc.poll() is None:
+            if server.failure is not None:
+                raise server.failure
+            if server.errors and error_seen_at is None:
+                error_seen_at = time.monotonic()
+            if error_seen_at is not None and time.monotonic() - error_seen_at > _SHUTDOWN_GRACE_S:
+                break
+            time.sleep(0.05)
         end_process_group(proc)
         server.close()
         if server.failure is not None:
             raise server.failure
         if proc.returncode != 0 or server.errors:
-            with open(log_path, errors="replace") as f:
-                raise LaunchError(_describe_failure(server, f.read(), proc.returncode))
+            log.seek(0)
+            raise LaunchError(_describe_failure(server, log.read(), proc.returncode))
     finally:
         if proc is not None:
             end_process_group(proc)
         server.close()
-        for name in (job_path, log_path):
-            if os.path.exists(name):
-                os.unlink(name)
-        os.rmdir(workdir)
+        log.close()
+        shutil.rmtree(scratch, ignore_errors=True)

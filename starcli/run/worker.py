@@ -19,7 +19,7 @@ import traceback
 from typing import Any, Callable
 
 from .. import events
-from ..errors import Cancelled
+from ..errors import Cancelled, one_line
 from ..star.comm import init_comm
 from .rank import run_batch, run_job
 from .settings import Batch, job_from_json
@@ -31,6 +31,10 @@ class _EventSink:
         self.sock = socket.create_connection((host, int(port)), timeout=30)
         self.sock.settimeout(None)
         self.file = self.sock.makefile("w", encoding="utf-8")
+
+    def read_line(self) -> str:
+        with self.sock.makefile("r", encoding="utf-8") as lines:
+            return lines.readline()
 
     def __call__(self, event: events.Event | dict) -> None:
         message = event if isinstance(event, dict) else events.to_json(event)
@@ -52,21 +56,32 @@ def main(argv: list[str] | None = None, renderer: Callable[[], Any] | None = Non
     """One rank; ``renderer()`` makes rank 0's event sink (with ``finish(result)``) when no
     ``--events`` address is given."""
     parser = argparse.ArgumentParser(prog="starcli worker")
-    work = parser.add_mutually_exclusive_group(required=True)
-    work.add_argument("--job")
+    work = parser.add_mutually_exclusive_group()
+    work.add_argument("--job", help="the job's JSON file (else it comes over the --events connection)")
     work.add_argument("--serve", help="HOST:PORT of the server whose jobs this rank runs")
     parser.add_argument("--memory-bytes", type=int, default=0)
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     parser.add_argument("--events", default=None)
     parser.add_argument("--timeout", type=float, default=120.0)
     args = parser.parse_args(argv)
+    if not (args.job or args.serve or args.events):
+        parser.error("one of --job, --serve or --events is required")
     rank = int(os.environ.get("RANK", "0"))
     if args.serve:
         return serve_jobs(args.serve, args.device, args.timeout, args.memory_bytes, rank)
+    if args.job:
+        try:
+            with open(args.job) as f:
+                job = job_from_json(json.load(f))
+        except (OSError, ValueError, TypeError, KeyError) as exc:
+            print(f"starcli: error: cannot read the job file {args.job}: {one_line(exc)}", file=sys.stderr)
+            return 1
     sink = _EventSink(args.events) if args.events else None
     try:
-        with open(args.job) as f:
-            job = job_from_json(json.load(f))
+        if not args.job:
+            # the launcher sends the job over the events connection: no copy of the document's
+            # token ids is ever written to a shared temporary folder
+            job = job_from_json(json.loads(sink.read_line()))
         comm = init_comm(args.device, timeout_s=args.timeout)
         emit = sink if sink is not None else (renderer or _JsonLines)()
         result = (run_batch if isinstance(job, Batch) else run_job)(job, comm, emit)
