@@ -31,9 +31,11 @@ class Stage:
 
 @dataclass(frozen=True)
 class Note:
-    """One line for the user on stderr."""
+    """One line for the user on stderr; a ``warning`` (the input was cut, a cache failed) is shown
+    even with --quiet."""
 
     text: str
+    warning: bool = False
     type: ClassVar[str] = "note"
 
 

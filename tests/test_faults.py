@@ -570,3 +570,48 @@ def test_output_into_a_pipe_nobody_reads_ends_quietly(args):
     proc.stdout.close()  # the reader is gone before anything is written (`starcli --help | true`)
     _, err = proc.communicate(timeout=BOUND_S)
     assert proc.returncode == 0 and err == b"", err
+
+
+OUT_OF_RANGE = {
+    # options: words of the error line (checked before the model, which does not exist here)
+    ("--rope-scaling", "linear:1e308"): "--rope-scaling",
+    ("--rope-scaling", "yarn:nan"): "--rope-scaling",
+    ("--max-new-tokens", "99999999999"): "--max-new-tokens",
+    ("--max-new-tokens", "0"): "--max-new-tokens",
+    ("--temperature", "inf"): "--temperature",
+    ("--temperature", "nan"): "--temperature",
+    ("--top-p", "nan"): "--top-p",
+    ("--top-k", "-5"): "--top-k",
+    ("--repetition-penalty", "0"): "--repetition-penalty",
+    ("--seed", str(2**70)): "--seed",
+    ("--timeout", "inf"): "--timeout",
+    ("--timeout", "nan"): "--timeout",
+    ("--window", "0"): "--window",
+    ("--procs", "1000", "--device", "cpu"): "--procs 1000",
+    ("--nnodes", "2"): "--rdzv-endpoint",
+    ("--long", "map", "--truncate"): "--truncate",
+    ("--relay", "-1"): "--relay",
+}
+
+
+@pytest.mark.parametrize("options", list(OUT_OF_RANGE), ids=" ".join)
+def test_numbers_out_of_range_are_usage_errors_before_any_work(options, tmp_path):
+    doc = tmp_path / "doc.txt"
+    doc.write_text("hello")
+    result = subprocess.run([sys.executable, "-m", "starcli", "ask", str(doc), "q?", "--model", str(tmp_path / "none"),
+                             *options], capture_output=True, text=True, timeout=BOUND_S, stdin=subprocess.DEVNULL,
+                            env={**os.environ, "STARCLI_CACHE": str(tmp_path / "cache"), "NO_COLOR": "1"})
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.startswith("starcli: error:") and len(result.stderr.splitlines()) == 1, result.stderr
+    assert OUT_OF_RANGE[options] in result.stderr
+
+
+def test_a_cut_document_is_said_even_with_quiet(tmp_path, tiny_model_dir):
+    doc = tmp_path / "long.txt"
+    doc.write_text("some words here\n" * 2000)  # over the tiny model's 2048 positions
+    result = _cli(["ask", doc, "q?", "--model", tiny_model_dir, "--device", "cpu", "--max-new-tokens", "3", "--truncate",
+                   "--quiet"], tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert [line for line in result.stderr.splitlines() if line.strip()] == [
+        line for line in result.stderr.splitlines() if line.startswith("starcli: --truncate: kept ")], result.stderr
+    assert "--truncate: kept" in result.stderr

@@ -367,6 +367,22 @@ def test_nested_gitignore_with_negation(tmp_path):
     assert document.skipped == []  # ignored files are not reported
 
 
+def test_dependency_and_tool_folders_outside_git_are_skipped_and_said(tmp_path):
+    root = tmp_path / "plain"
+    write(root / "app.py", "print('hi')")
+    write(root / "node_modules" / "left-pad" / "index.js", "module.exports = 1")
+    write(root / ".venv" / "lib" / "site.py", "import os")
+    write(root / "pkg" / "__pycache__" / "app.cpython-311.pyc", "cached")
+    document = load([root])
+    assert [p[len(str(root)) + 1:] for p in paths(document)] == ["app.py"]
+    assert sorted(s.path[len(str(root)) + 1:] for s in document.skipped) == [".venv/", "node_modules/", "pkg/__pycache__/"]
+    assert all("dependency or tool folder" in reason for reason in skip_reasons(document).values())
+    included = load([root], include=["node_modules/**"])
+    assert [p[len(str(root)) + 1:] for p in paths(included)] == ["node_modules/left-pad/index.js"]
+    named = load([root / "node_modules"])  # a folder given itself is read
+    assert len(paths(named)) == 1
+
+
 def test_walk_without_git_installed(tmp_path, monkeypatch):
     root = tmp_path / "plain"
     write(root / ".gitignore", "*.tmp\n")
@@ -482,16 +498,16 @@ def test_unreadable_file_in_directory(tmp_path):
 
 def test_include_and_exclude(tmp_path):
     root = tmp_path / "proj"
-    for rel in ["src/a.py", "src/b.txt", "tests/test_a.py", "node_modules/x/y.py", "README.md"]:
+    for rel in ["src/a.py", "src/b.txt", "tests/test_a.py", "vendor/x/y.py", "README.md"]:
         write(root / rel, rel)
 
     def rel_paths(**options) -> list[str]:
         return [p[len(str(root)) + 1:] for p in paths(load([root], **options))]
 
-    assert rel_paths(include=["*.py"]) == ["node_modules/x/y.py", "src/a.py", "tests/test_a.py"]
+    assert rel_paths(include=["*.py"]) == ["src/a.py", "tests/test_a.py", "vendor/x/y.py"]
     assert rel_paths(include=["src/*"]) == ["src/a.py", "src/b.txt"]
-    assert rel_paths(exclude=["node_modules", "tests/*"]) == ["README.md", "src/a.py", "src/b.txt"]
-    assert rel_paths(include=["*.py"], exclude=["test_*.py", "node_modules"]) == ["src/a.py"]
+    assert rel_paths(exclude=["vendor", "tests/*"]) == ["README.md", "src/a.py", "src/b.txt"]
+    assert rel_paths(include=["*.py"], exclude=["test_*.py", "vendor"]) == ["src/a.py"]
 
 
 def test_nothing_given_is_modified(tmp_path):

@@ -87,7 +87,7 @@ def ask(request: AskRequest, emit: Emit, stdin: IO[bytes] | None = None, *, docu
         if not request.truncate:
             raise too_long(prompts, settings, window)
         prompts = truncate_document(tokenizer, text, request.questions, prompts, settings, window.limit,
-                                    lambda text: note(emit, text))
+                                    lambda text: emit(events.Note(text, warning=True)))
     tokenize_s = time.perf_counter() - tokenize_start
     stage(emit, events.TOKENIZING, 1)
     facts = {

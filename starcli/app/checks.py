@@ -8,6 +8,7 @@ given: the checks return the decided request or settings (``RunSettings`` is fro
 from __future__ import annotations
 
 import dataclasses
+import os
 
 from ..errors import UsageError
 from ..ingest.options import IngestOptions
@@ -17,6 +18,10 @@ from .requests import LONG_MODES, AskRequest, Placement
 
 # A document at least this long is spread over all visible GPUs by default (--gpus unset).
 MULTI_GPU_MIN_TOKENS = 32768
+# More answer tokens than any model's window holds; a larger number is a typing mistake.
+MAX_NEW_TOKENS = 1 << 20
+# A collective that waits longer than a week is not waiting for anything.
+MAX_TIMEOUT_S = 7 * 24 * 3600.0
 
 
 def check_request(request: AskRequest) -> AskRequest:
@@ -27,6 +32,8 @@ def check_request(request: AskRequest) -> AskRequest:
     check_placement(request.placement)
     if request.long not in (*LONG_MODES, "summary"):
         raise UsageError(f"--long must be {' or '.join(LONG_MODES)}, got {request.long!r}")
+    if request.long == "map" and request.truncate:
+        raise UsageError("--long map reads the whole input in sections; --truncate cuts it: choose one")
     if request.window is not None and request.window < 1:
         raise UsageError(f"--window must be a positive number of tokens, got {request.window}")
     if any(not q.strip() for q in request.questions) or not request.questions:
@@ -63,8 +70,8 @@ def check_settings(settings: RunSettings) -> RunSettings:
             limit_bytes()
         except ValueError as exc:
             raise UsageError(str(exc)) from None
-    if settings.max_new_tokens < 1:
-        raise UsageError(f"--max-new-tokens must be at least 1, got {settings.max_new_tokens}")
+    if not 1 <= settings.max_new_tokens <= MAX_NEW_TOKENS:
+        raise UsageError(f"--max-new-tokens must be from 1 to {MAX_NEW_TOKENS}, got {settings.max_new_tokens}")
     check_star_options(settings.attention, settings.block_size, settings.anchor_size, settings.relay)
     return settings
 
@@ -106,8 +113,14 @@ def check_placement(placement: Placement) -> None:
         raise UsageError(f"--nnodes must be at least 1, got {placement.nnodes}")
     if not 0 <= placement.node_rank < placement.nnodes:
         raise UsageError(f"--node-rank must be from 0 to {placement.nnodes - 1} (--nnodes {placement.nnodes}), got {placement.node_rank}")
-    if not placement.timeout_s > 0:
-        raise UsageError(f"--timeout must be a positive number of seconds, got {placement.timeout_s:g}")
+    if not 0 < placement.timeout_s <= MAX_TIMEOUT_S:
+        raise UsageError(f"--timeout must be a positive number of seconds up to a week, got {placement.timeout_s:g}")
+    if placement.nnodes > 1 and not placement.rdzv_endpoint:
+        raise UsageError("--nnodes > 1 needs --rdzv-endpoint HOST:PORT (node 0's address, the same on every node)")
+    cores = os.cpu_count() or 1
+    if placement.procs is not None and placement.procs > max(2, cores):
+        raise UsageError(f"--procs {placement.procs}: this machine has {cores} CPU core(s); more CPU ranks than "
+                         f"cores only slow the run down")
 
 
 def read_rope_scaling(request: AskRequest) -> AskRequest:

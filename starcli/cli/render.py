@@ -53,8 +53,8 @@ class Renderer:
         self.answer_started = False
 
     # --- stderr ---------------------------------------------------------------------------------
-    def note(self, text: str) -> None:
-        if not self.quiet:
+    def note(self, text: str, warning: bool = False) -> None:
+        if not self.quiet or warning:
             self.stop_progress()
             print(f"starcli: {text}", file=self.stderr, flush=True)
 
@@ -102,7 +102,7 @@ class Renderer:
         if isinstance(event, events.Stage):
             self._stage(event.stage, event.done, event.total)
         elif isinstance(event, events.Note):
-            self.note(event.text)
+            self.note(event.text, event.warning)
         elif isinstance(event, events.Question):
             if not self.json_output:
                 self.stop_progress()

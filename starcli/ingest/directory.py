@@ -16,7 +16,7 @@ from .filesystem import NotRegularFile, describe_os_error, file_kind, read_regul
 from .filters import PathFilter
 from .gitfiles import list_git_files
 from .options import IngestOptions
-from .walking import walk_files
+from .walking import TOOL_DIRS, walk_files
 
 
 @dataclass
@@ -61,10 +61,13 @@ def read_directory(
     root_real = os.path.realpath(directory)
     listed = list_git_files(directory)
     if listed is None:
-        walk = walk_files(directory, path_filter.excludes_dir)
+        named = frozenset(name for name in TOOL_DIRS if any(name in pattern for pattern in options.include))
+        walk = walk_files(directory, path_filter.excludes_dir, keep_tool_dirs=named)
         listed = walk.files
         for rel_dir, error in walk.unreadable_dirs:
             report(Skip(_shown(directory, rel_dir), f"unreadable ({describe_os_error(error)})"))
+        for rel_dir in walk.tool_dirs:
+            report(Skip(_shown(directory, rel_dir) + "/", "a dependency or tool folder (--include it, or name it, to read it)"))
     candidates = sorted(rel for rel in listed if path_filter.accepts_file(rel))
     candidate_set = set(candidates)
 

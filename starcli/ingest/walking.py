@@ -14,6 +14,12 @@ from .gitignore import Rule, is_ignored, parse_gitignore
 # cheap way to stall the walk.
 _MAX_GITIGNORE_BYTES = 1_000_000
 
+# Folders of installed dependencies, environments and tool caches: in a git repository they are
+# ignored, and outside one they would drown the sources (a node_modules can hold a million lines).
+# Skipped and reported unless an --include pattern names them; a folder given itself is read.
+TOOL_DIRS = frozenset({"node_modules", ".venv", "venv", "__pycache__", ".tox", ".nox", ".mypy_cache",
+                       ".pytest_cache", ".ruff_cache", ".hg", ".svn", "bower_components", ".gradle", ".idea"})
+
 
 @dataclass
 class WalkResult:
@@ -21,15 +27,17 @@ class WalkResult:
 
     files: list[str] = field(default_factory=list)
     unreadable_dirs: list[tuple[str, OSError]] = field(default_factory=list)
+    tool_dirs: list[str] = field(default_factory=list)  # skipped as TOOL_DIRS
 
 
-def walk_files(root: str, excludes_dir: Callable[[str], bool]) -> WalkResult:
+def walk_files(root: str, excludes_dir: Callable[[str], bool], keep_tool_dirs: frozenset[str] = frozenset()) -> WalkResult:
     """List the files under ``root`` that git would consider, without needing git.
 
     Symlinks are never followed, so a link to a directory shows up as a single
     entry for the caller to judge (it may leave the directory or loop) rather
     than being entered. ``.git`` directories are always skipped, and so are
     directories that ``excludes_dir`` rejects: nothing inside them could be read.
+    ``TOOL_DIRS`` other than ``keep_tool_dirs`` are skipped and listed in ``tool_dirs``.
     """
     result = WalkResult()
     rules_by_dir: dict[str, list[Rule]] = {}
@@ -56,6 +64,9 @@ def walk_files(root: str, excludes_dir: Callable[[str], bool]) -> WalkResult:
                     result.files.append(rel)
                 continue
             if is_ignored(rules, rel, is_dir=True) or excludes_dir(rel):
+                continue
+            if name in TOOL_DIRS and name not in keep_tool_dirs:
+                result.tool_dirs.append(rel)
                 continue
             kept_dirs.append(name)
         dirnames[:] = kept_dirs  # prunes the walk in place

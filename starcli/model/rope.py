@@ -41,6 +41,11 @@ class RopeScaling:
         return f"{self.kind}:{self.factor:g}"
 
 
+# Far past any factor a model stays useful at (published YaRN factors go to 32); larger ones only
+# overflow the position arithmetic.
+MAX_FACTOR = 256.0
+
+
 def parse_rope_scaling(spec: str) -> RopeScaling:
     """``yarn:4`` → RopeScaling("yarn", 4.0)."""
     kind, _, factor_text = spec.strip().partition(":")
@@ -51,8 +56,8 @@ def parse_rope_scaling(spec: str) -> RopeScaling:
         factor = float(factor_text)
     except ValueError:
         raise RopeScalingError(f"--rope-scaling {spec!r}: the factor must be a number, e.g. {kind}:4") from None
-    if not factor > 1.0 or factor != factor or factor == float("inf"):
-        raise RopeScalingError(f"--rope-scaling {spec!r}: the factor must be a finite number above 1")
+    if not 1.0 < factor <= MAX_FACTOR:
+        raise RopeScalingError(f"--rope-scaling {spec!r}: the factor must be a number above 1 and at most {MAX_FACTOR:g}")
     return RopeScaling(kind, factor)
 
 

@@ -82,10 +82,11 @@ def start_torchrun(cmd: list[str], env: dict[str, str], *, die_with_parent: bool
     ``die_with_parent``, also sent SIGTERM (Linux) if the thread that started it dies, even by
     SIGKILL, so that its ranks never outlive a command killed outright."""
     return subprocess.Popen(cmd, env=env, start_new_session=True,
-                            preexec_fn=_terminate_with_parent if die_with_parent else None, **popen)
+                            preexec_fn=terminate_with_parent if die_with_parent else None, **popen)
 
 
-def _terminate_with_parent() -> None:
+def terminate_with_parent() -> None:
+    """Ask the kernel (Linux) to send this process SIGTERM when the thread that started it ends."""
     try:
         import ctypes
 

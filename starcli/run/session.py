@@ -127,7 +127,8 @@ class Session:
                     documents.save(key, self.engine.export_document_kv(), stats.seconds, list(cache.sources))
                 except Exception as exc:  # noqa: BLE001 - the cache only saves time: the answer goes on
                     (emit or events.discard)(events.Note(
-                        f"could not store the encoded document in the cache ({one_line(exc)}); answering without it"))
+                        f"could not store the encoded document in the cache ({one_line(exc)}); answering without it",
+                        warning=True))
         if stats is None:
             stats = self.engine.encode_context(ids, partition, on_progress)
         if memory is not None and not info.get("memory"):
@@ -241,7 +242,7 @@ class Session:
                 pass  # stored again over it, or reported when that fails
             found = None
         except OSError as exc:  # a cache that cannot be read costs phase 1, never the answer
-            emit(events.Note(f"cannot read the document cache ({one_line(exc)}); encoding instead"))
+            emit(events.Note(f"cannot read the document cache ({one_line(exc)}); encoding instead", warning=True))
             found = None
         # ring's phase 1 has collectives, so ranks must agree: all load, or all encode
         if not self.comm.all_true(found is not None):

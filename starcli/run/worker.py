@@ -21,6 +21,7 @@ from typing import Any, Callable
 from .. import events
 from ..errors import Cancelled, one_line
 from ..star.comm import init_comm
+from .launch import terminate_with_parent
 from .rank import run_batch, run_job
 from .settings import Batch, job_from_json
 
@@ -64,6 +65,9 @@ def main(argv: list[str] | None = None, renderer: Callable[[], Any] | None = Non
     parser.add_argument("--events", default=None)
     parser.add_argument("--timeout", type=float, default=120.0)
     args = parser.parse_args(argv)
+    # a rank ends with its launcher: if torchrun itself is killed outright, its ranks run in
+    # sessions of their own and would otherwise go on holding memory with nobody to report to
+    terminate_with_parent()
     if not (args.job or args.serve or args.events):
         parser.error("one of --job, --serve or --events is required")
     rank = int(os.environ.get("RANK", "0"))
