@@ -10,13 +10,17 @@ Generated from the command definitions by `python -m starcli.tools.usage_doc > d
 checks it is current. Every option also shows with `starcli COMMAND --help`.
 
 Results go to stdout; progress, notes and the timing report to stderr. Exit status: 0 success,
-1 bad input or a failed run, 2 bad options, 130 interrupted. Options marked with an environment
+1 bad input or a failed run, 2 bad options, 130 interrupted (143 and 129 for SIGTERM and SIGHUP,
+which end a run's ranks the same way). Options marked with an environment
 variable can be set through it (`STARCLI_MODEL`, `STARCLI_DEVICE`, ...). Options are checked before
 any work; a usage error is one line on stderr, `starcli: error: ...`, naming the option (or the
 environment variable its value came from).
 
-A text file that is not UTF-8 is read in the encoding a detector finds (stderr names it); UTF-8 with
-a few invalid bytes stays UTF-8. A file or directory inside the current directory is cited relative
+A directory is read as git lists it (its ignored files left out); outside a git repository its
+`.gitignore` files are honoured and dependency and tool folders (`node_modules/`, `.venv/`,
+`__pycache__/`, ...) are skipped, each named on stderr (`--include` a pattern naming one, or give
+the folder itself, to read it). A text file that is not UTF-8 is read in the encoding a detector
+finds (stderr names it); UTF-8 with a few invalid bytes stays UTF-8. A file or directory inside the current directory is cited relative
 to it in its `=== path ===` header, however it was typed (`doc.txt`, `./doc.txt` or its absolute
 path); the header is part of what the model reads, and the document cache (`--cache`) is keyed on
 what the model reads, so those give one entry. Each entry's tensor file is checked against the
