@@ -125,6 +125,13 @@ def _setup(case: str, work: Path, tiny_model_dir: Path) -> list[str]:
         (work / "doc.txt").write_text("hello")
         model = _corrupt_weights(tiny_model_dir, work / "broken-model")
         return ["ask", str(work / "doc.txt"), q, "--model", str(model)]
+    if case == "model folder without a tokenizer":
+        (work / "doc.txt").write_text("hello")
+        model = work / "no-tokenizer"
+        model.mkdir()
+        for name in ("config.json", "model.safetensors"):
+            shutil.copy(tiny_model_dir / name, model / name)
+        return ["ask", str(work / "doc.txt"), q, "--model", str(model)]
     if case == "not a model folder":
         (work / "doc.txt").write_text("hello")
         (work / "empty-dir").mkdir()
@@ -182,6 +189,7 @@ CASES = {
     "model with remote code": (1, "--trust-remote-code"),
     "corrupt safetensors": (1, "cannot load"),
     "not a model folder": (1, "config.json"),
+    "model folder without a tokenizer": (1, "has no tokenizer"),
     "input over the window": (1, "too long"),
     "--block-size 0": (2, "--block-size"),
     "--anchor-size over the block": (2, "--anchor-size"),
@@ -431,6 +439,9 @@ SURVIVES = {
     "AES-128 PDF, empty user password": _pdf_case("AES-128", "", None),
     "AES-256 PDF, empty user password": _pdf_case("AES-256", "", None),
     "latin-1 French paragraph": _text_case("latin-1", FRENCH, b"", "not valid UTF-8: read as cp1252 (detected)"),
+    # the detector's first guess for this one is cp1257, which turns "reçu" into "reįu"
+    "latin-1 French words": _text_case("latin-1", "la français hôtel reçu et château leçon café à déjà première "
+                                       "réunion première ça\n", b"", "not valid UTF-8: read as cp1252 (detected)"),
     "UTF-8 with 3 bad bytes": _text_case("utf-8", "Grüße aus Köln, naïve café.\n", b"bad: \xff\xfe\xe9\n",
                                          "not valid UTF-8: read as UTF-8 with 3 undecodable byte(s) replaced"),
     "same file by relative and absolute path": same_file_two_names,
@@ -615,3 +626,24 @@ def test_a_cut_document_is_said_even_with_quiet(tmp_path, tiny_model_dir):
     assert [line for line in result.stderr.splitlines() if line.strip()] == [
         line for line in result.stderr.splitlines() if line.startswith("starcli: --truncate: kept ")], result.stderr
     assert "--truncate: kept" in result.stderr
+
+
+TOOL_FILES = {
+    # case: (arguments, exit code, words of the error line): checked before the run, never a hang
+    "eval --data on a FIFO": (["eval", "--data", "{work}/fifo"], 1, "not a regular file"),
+    "eval --out into a missing folder": (["eval", "--out", "{work}/none/out.json"], 2, "does not exist"),
+    "bench --json naming a folder": (["bench", "--shape", "tiny", "--json", "{work}"], 2, "is a folder"),
+}
+
+
+@pytest.mark.parametrize("case", list(TOOL_FILES))
+def test_bench_and_eval_files_are_checked_first(case, tmp_path, tiny_model_dir):
+    os.mkfifo(tmp_path / "fifo")  # with no writer: reading it would wait for ever
+    args, code, words = TOOL_FILES[case]
+    args = [a.format(work=tmp_path) for a in args]
+    if args[0] == "eval":
+        args += ["--model", str(tiny_model_dir), "--device", "cpu"]
+    result = _cli(args, tmp_path)
+    assert result.returncode == code, result.stderr
+    errors = [line for line in result.stderr.splitlines() if line.startswith("starcli: error:")]
+    assert len(errors) == 1 and words in errors[0] and "Traceback" not in result.stderr, result.stderr

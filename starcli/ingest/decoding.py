@@ -93,6 +93,19 @@ def _valid_multibyte(lenient: str, replaced: int) -> int:
 _PREFERRED_LEGACY = "cp1252"
 
 
+# On short or plain text the detector's chaos measure often ranks a Baltic or Central European
+# code page a little ahead of windows-1252 for Western text (French in latin-1 read as cp1257 turns
+# "reçu" into "reįu"): within this margin, windows-1252 wins when every letter it gives is one
+# Western European languages use.
+_CHAOS_MARGIN = 0.25
+_WESTERN_LETTERS = frozenset("àáâãäåæçèéêëìíîïñòóôõöøùúûüýÿœšžßÀÁÂÃÄÅÆÇÈÉÊËÌÍÎÏÑÒÓÔÕÖØÙÚÛÜÝŸŒŠŽ")
+
+
+def _reads_as_western(data: bytes) -> bool:
+    letters = {ch for ch in data.decode(_PREFERRED_LEGACY, errors="replace") if ord(ch) > 127 and ch.isalpha()}
+    return letters <= _WESTERN_LETTERS
+
+
 def _legacy(data: bytes) -> Decoded:
     """Text in a legacy encoding, as a well-kept detector judges it, or NotText."""
     from charset_normalizer import from_bytes
@@ -101,8 +114,8 @@ def _legacy(data: bytes) -> Decoded:
     if not matches:
         raise NotText(REASON_UNDECODABLE)
     least_chaos = min(m.chaos for m in matches)
-    best = next((m for m in matches if m.chaos == least_chaos and _PREFERRED_LEGACY in m.could_be_from_charset), None)
-    encoding = _PREFERRED_LEGACY if best is not None else matches[0].encoding
+    close = any(m.chaos <= least_chaos + _CHAOS_MARGIN and _PREFERRED_LEGACY in m.could_be_from_charset for m in matches)
+    encoding = _PREFERRED_LEGACY if close and _reads_as_western(data) else matches[0].encoding
     text = data.decode(encoding, errors="replace")
     _check_plausible(text)
     return Decoded(_normalise(text), f"not valid UTF-8: read as {encoding} (detected)")

@@ -143,11 +143,19 @@ def load_tokenizer(path, trust_remote_code: bool = False):
     """The tokenizer of a resolved model folder alone (the CLI's prompt building needs no weights)."""
     from transformers import AutoTokenizer
 
+    from .folder import TOKENIZER_FILES
+
+    if not any((Path(path) / name).is_file() for name in TOKENIZER_FILES):
+        # transformers would build an empty tokenizer from the config alone: every text, no tokens
+        raise ModelError(f"{Path(path).name} has no tokenizer (none of {', '.join(TOKENIZER_FILES)})")
     try:
         with quiet_transformers():
-            return AutoTokenizer.from_pretrained(str(path), local_files_only=True, trust_remote_code=trust_remote_code)
+            tokenizer = AutoTokenizer.from_pretrained(str(path), local_files_only=True, trust_remote_code=trust_remote_code)
     except Exception as exc:  # noqa: BLE001 - any loader failure is a user-facing model problem
         raise ModelError(f"cannot load the tokenizer of {Path(path).name}: {one_line(exc)}") from exc
+    if not tokenizer("a", add_special_tokens=False)["input_ids"]:
+        raise ModelError(f"the tokenizer of {Path(path).name} turns text into no tokens")
+    return tokenizer
 
 
 def random_model(config, *, device, dtype, seed: int = 0):

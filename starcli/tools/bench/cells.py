@@ -165,6 +165,10 @@ def bench_settings(shape=None, model=None, lengths="32k,128k", modes="dense,star
             resolve_decode(decode, torch.device(resolved_device))
     except StarcliError as exc:  # the engine's own refusal, here a bad option
         raise BenchError(f"--decodes: {exc}") from None
+    if json_path is not None:
+        from ..paths import check_output_file
+
+        check_output_file(json_path, "--json")
     return BenchSettings(
         lengths=length_list, modes=parse_modes(modes), block_sizes=list(dict.fromkeys(blocks)), anchor_size=anchors[0],
         relays=list(dict.fromkeys(relay_list)), decodes=decode_list, shape=shape,

@@ -61,6 +61,10 @@ def evaluate(model: str | None = None, tasks: str | None = None, lengths: str | 
     from ...star.kernels import resolve_kernel
     from .runner import format_table, make_configs, run_eval
 
+    from ..paths import check_output_file
+
+    if out is not None:
+        check_output_file(out, "--out")
     task_names = parse_tasks(tasks or "all", strict=data is None)
     length_list = parse_lengths(lengths or DEFAULT_LENGTHS)
     if samples < 1:

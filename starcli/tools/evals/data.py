@@ -71,7 +71,11 @@ def parse_sample(line: str, where: str) -> Sample:
 
 def read_jsonl(path: str | Path) -> list[Sample]:
     """All samples of a JSONL file; blank lines are skipped, ids must be unique."""
+    from ..paths import is_regular_file
+
     path = Path(path)
+    if path.exists() and not is_regular_file(path):
+        raise EvalDataError(f"{path}: not a regular file (a FIFO or a device would never end)")
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
