@@ -8,6 +8,7 @@ return the run's result for the caller to report.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import sys
 import time
 from typing import IO, TYPE_CHECKING
@@ -74,7 +75,8 @@ def ask(request: AskRequest, emit: Emit, stdin: IO[bytes] | None = None, *, docu
     text = document.render()
     # a summary asks for its length itself: no instruction to keep the answer short
     system = None if request.long == "summary" else ANSWER_INSTRUCTION
-    prompts = [build_prompt(tokenizer, text, q, system) for q in request.questions]
+    build = resident.prompt if resident is not None else functools.partial(build_prompt, tokenizer)
+    prompts = [build(text, q, system) for q in request.questions]
     if request.history:
         prompts = [follow_up(tokenizer, prompts[0], request, window.limit, emit)]
     needed = needed_tokens(prompts, settings)

@@ -85,15 +85,21 @@ def question_text(tokenizer, question: str) -> str:
 def build_prompt(tokenizer, document: str, question: str, system: str | None = ANSWER_INSTRUCTION) -> PromptParts:
     """The document part (with ``system``, the answer instruction unless told otherwise: None for a
     summary) and the question part, tokenised apart."""
-    if not question or not question.strip():
-        raise PromptError("the question is empty")
+    ids = question_ids(tokenizer, question)
     doc_text, kind = document_text(tokenizer, document, system)
     doc_ids = _encode(tokenizer, doc_text)
     # a template's leading BOS is part of its text; tokenizers that add one themselves get it here
     bos = getattr(tokenizer, "bos_token_id", None)
     if kind == "plain" and bos is not None and tokenizer("x")["input_ids"][:1] == [bos]:
         doc_ids = [bos, *doc_ids]
-    return PromptParts(doc_ids, _encode(tokenizer, question_text(tokenizer, question.strip())), kind)
+    return PromptParts(doc_ids, ids, kind)
+
+
+def question_ids(tokenizer, question: str) -> list[int]:
+    """The question part of a first question: the question, then the assistant's opening."""
+    if not question or not question.strip():
+        raise PromptError("the question is empty")
+    return _encode(tokenizer, question_text(tokenizer, question.strip()))
 
 
 _ANSWER_MARK = "\u2063STARCLI-ANSWER\u2063"

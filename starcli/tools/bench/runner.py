@@ -38,10 +38,29 @@ def _reset_peak(device: torch.device) -> None:
         torch.cuda.reset_peak_memory_stats(device)
 
 
-def _total_bytes(device: torch.device) -> Optional[int]:
+def _total_bytes(device: torch.device, ranks_here: int = 1) -> Optional[int]:
+    """Memory a cell may use on one rank: the GPU's, or the host's available memory shared by the
+    ranks on it (Linux; None where it cannot be read)."""
     if device.type == "cuda":
         return int(torch.cuda.get_device_properties(device).total_memory)
-    return None
+    try:
+        with open("/proc/meminfo") as info:
+            fields = dict(line.split(":", 1) for line in info)
+        return int(fields["MemAvailable"].split()[0]) * 1024 // ranks_here
+    except (OSError, KeyError, ValueError):
+        return None
+
+
+# A cell that would take longer than this at the measured matmul peak (a floor: attention and the
+# rest run slower) is not started: its row says what it would have cost.
+MAX_CELL_SECONDS = 3600.0
+
+
+def cell_flops(spec: CellSpec, dims: ModelDims, question_tokens: int) -> list[int]:
+    """FLOPs of the cell's prompt per rank: transformers' one forward, or the engine's phase 1."""
+    if spec.mode in HF_MODES:
+        return [forward_flops(dims, spec.length + question_tokens)]
+    return phase1_flops(dims, spec.partition)
 
 
 def _free_bytes(device: torch.device) -> Optional[int]:
@@ -313,12 +332,8 @@ def summarise_cell(spec: CellSpec, samples: list[list[dict]], *, dims: ModelDims
         return cell
     repeats = [_combine_repeat([samples[r][i] for r in range(len(samples))]) for i in range(len(samples[0]))]
     phase1 = _median([r["phase1_s"] for r in repeats])
-    if spec.mode in HF_MODES:
-        flops_per_rank = [forward_flops(dims, spec.length + question_tokens)]
-        tokens = spec.length + question_tokens
-    else:
-        flops_per_rank = phase1_flops(dims, spec.partition)
-        tokens = spec.length
+    flops_per_rank = cell_flops(spec, dims, question_tokens)
+    tokens = spec.length + question_tokens if spec.mode in HF_MODES else spec.length
     total = sum(flops_per_rank)
     achieved = total / phase1 if phase1 else None
     peaks = [max(s["peak_bytes"] for s in rank) / GIB for rank in samples]
@@ -409,7 +424,10 @@ def run_bench(settings: BenchSettings, comm: Comm, log: Callable[[str], None] = 
                                    pass_tokens=settings.pass_tokens, tail_tokens=tail,
                                    hf_tokens=spec.length + settings.question_tokens)
 
-    capacity = _total_bytes(device)
+    # rank 0's figures, so that every rank skips the same cells (their collectives must pair up)
+    capacity = comm.broadcast_int(_total_bytes(device, 1 if device.type == "cuda" else world) or 0, src=0)
+    slowest = comm.broadcast_int(int(min(peaks) if comm.rank == 0 else 0), src=0) or peak
+    unit = "GPU" if device.type == "cuda" else "rank"
     results = []
     for spec in cells:
         samples: list[dict] = []
@@ -418,9 +436,17 @@ def run_bench(settings: BenchSettings, comm: Comm, log: Callable[[str], None] = 
             need = max(estimate(spec, r) for r in range(world if spec.partition else 1))
             if need > capacity:
                 spec = copy.copy(spec)
-                spec.skip_reason = (f"does not fit: needs ~{need / GIB:.1f} GiB per GPU, "
-                                    f"the GPU has {capacity / GIB:.1f} GiB")
+                spec.skip_reason = (f"does not fit: needs ~{need / GIB:.1f} GiB per {unit}, "
+                                    f"the {unit} has {capacity / GIB:.1f} GiB")
                 spec.estimated_need = need
+        if not spec.skip_reason:
+            floor_s = max(cell_flops(spec, dims, settings.question_tokens)) / slowest
+            if floor_s > MAX_CELL_SECONDS:
+                spec = copy.copy(spec)
+                spec.skip_reason = (f"too slow here: at least {floor_s / 3600:.1f} h at this device's measured "
+                                    f"{slowest / 1e12:.2f} TFLOP/s")
+            else:
+                log(f"{spec.mode} {spec.length}: starting (at least {floor_s:.0f} s at the measured peak)")
         if not spec.skip_reason:
             for _ in range(settings.repeats):
                 samples.append(runner.sample(spec, settings.decode_warmup, settings.decode_tokens))
