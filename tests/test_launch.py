@@ -69,6 +69,25 @@ def test_two_nodes_on_localhost(tiny_model_dir, doc):
     assert "node 0 prints the answer" in outputs[1][1]
 
 
+def test_a_node_that_never_comes_ends_the_run_in_bounded_time(tiny_model_dir, doc):
+    """Node 0 of two, alone: the run fails with one line once --timeout and the start allowance
+    have passed, and leaves no process behind."""
+    env = {**os.environ, "NO_COLOR": "1", "OMP_NUM_THREADS": "1"}
+    endpoint = f"127.0.0.1:{free_port()}"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "starcli", "ask", str(doc), "code?", *map(str, common(tiny_model_dir)), "--procs", "1",
+         "--nnodes", "2", "--node-rank", "0", "--rdzv-endpoint", endpoint, "--timeout", "5"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    started = time.monotonic()
+    time.sleep(3)
+    tree = _descendants(proc.pid)  # torchrun, waiting for the other node
+    assert tree
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 1 and "not every node joined the rendezvous" in err and "Traceback" not in err, err
+    assert time.monotonic() - started < 90
+    assert _still_running(tree) == []
+
+
 def _descendants(pid: int) -> list[int]:
     children = []
     for entry in os.listdir("/proc"):

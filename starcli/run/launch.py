@@ -29,6 +29,9 @@ from .settings import Batch, Job
 
 # How long the CLI waits for ranks to finish after one of them reported an error.
 _SHUTDOWN_GRACE_S = 10.0
+# Beyond --timeout, how long the ranks of a multi-node run may take to start (the rendezvous of
+# every node, then imports) before the run gives up on a node that never came.
+_RANK_START_S = 30.0
 
 
 class LaunchError(RunError):
@@ -223,9 +226,14 @@ def run_distributed(job: Job | Batch, options: LaunchOptions, emit: events.Emit)
                               {**rank_environment(options.nprocs), "TMPDIR": scratch}, die_with_parent=True,
                               stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT)
         error_seen_at = None
+        started = time.monotonic()
         while proc.poll() is None:
             if server.failure is not None:
                 raise server.failure
+            if (options.nnodes > 1 and not server.threads
+                    and time.monotonic() - started > options.timeout_s + _RANK_START_S):
+                raise LaunchError(f"no rank started within {options.timeout_s + _RANK_START_S:.0f} s: not every node "
+                                  f"joined the rendezvous at {options.rdzv_endpoint} (run the same command on each)")
             if server.errors and error_seen_at is None:
                 error_seen_at = time.monotonic()
             if error_seen_at is not None and time.monotonic() - error_seen_at > _SHUTDOWN_GRACE_S:
