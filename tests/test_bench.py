@@ -281,7 +281,7 @@ def test_cell_that_cannot_fit_is_not_run(monkeypatch, capsys, one_thread):
         return estimate_cell_bytes(dims, plan_dense(n), 0, dtype_bytes=4, weight_bytes=int(weights),
                                          pass_tokens=DEFAULT_PASS_TOKENS, tail_tokens=16)
 
-    def capacity(device):
+    def capacity(device, ranks_here=1):
         return (need(128) + need(4096)) // 2
 
     monkeypatch.setattr(runner, "_total_bytes", capacity)
@@ -309,3 +309,15 @@ def test_a_random_model_folder_loads_through_the_session(tmp_path):
     encode, _ = session.encode([5] * 100, session.plan(100))
     tokens, _ = session.answer([6, 7], max_new_tokens=3)
     assert encode.tokens == 100 and len(tokens) <= 3 and session.tokenizer is not None
+
+
+def test_a_cell_too_slow_for_the_machine_is_not_run(monkeypatch, capsys, one_thread):
+    """bench --lengths 1m on a small CPU: the cell's least time at the measured peak is over the
+    limit, so it is reported, not run for hours."""
+    from starcli.tools.bench import runner
+
+    monkeypatch.setattr(runner, "MAX_CELL_SECONDS", 1e-6)
+    report = benchmark(lengths="256", modes="dense", **FAST)
+    cell = report["cells"][0]
+    assert cell["status"] == "skipped" and "too slow here: at least" in cell["note"]
+    assert "too slow here" in capsys.readouterr().out
