@@ -118,9 +118,10 @@ def check_placement(placement: Placement) -> None:
     if placement.nnodes > 1 and not placement.rdzv_endpoint:
         raise UsageError("--nnodes > 1 needs --rdzv-endpoint HOST:PORT (node 0's address, the same on every node)")
     cores = os.cpu_count() or 1
-    if placement.procs is not None and placement.procs > max(2, cores):
-        raise UsageError(f"--procs {placement.procs}: this machine has {cores} CPU core(s); more CPU ranks than "
-                         f"cores only slow the run down")
+    most = max(4, 2 * cores)  # a few more than the cores still tests uneven shares; hundreds exhaust memory
+    if placement.procs is not None and placement.procs > most:
+        raise UsageError(f"--procs {placement.procs}: at most {most} CPU ranks on this machine's {cores} core(s); "
+                         f"more only slow the run and can exhaust its memory")
 
 
 def read_rope_scaling(request: AskRequest) -> AskRequest:
