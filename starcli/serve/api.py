@@ -176,7 +176,7 @@ def log(text: str) -> None:
     print(f"starcli: {text}", file=sys.stderr, flush=True)
 
 
-def create_app(resident, limits: Limits = Limits(), api_key: str | None = None, queue: JobQueue | None = None) -> FastAPI:
+def create_app(resident, limits: Limits = Limits(), api_key: str | None = None) -> FastAPI:
     """The application serving ``resident`` (an ``app.resident.Resident``)."""
     running: dict[str, Ticket] = {}
 
@@ -184,7 +184,7 @@ def create_app(resident, limits: Limits = Limits(), api_key: str | None = None, 
         running["ticket"] = ticket
         resident.executor.cancelled = lambda: ticket.cancelled
 
-    jobs = queue or JobQueue(before_each=watch)
+    jobs = JobQueue(before_each=watch)
     store = DocumentStore(limits.max_documents)
 
     def stop_requests() -> None:
