@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from typer.testing import CliRunner
 
 from starcli.cli.main import app
@@ -55,6 +57,30 @@ def test_corrupt_entry_is_ignored_with_a_warning(tiny_model_dir, tmp_path):
     assert again["cache"]["hit"] is False
     assert again["answers"][0]["answer"] == expected["answers"][0]["answer"]
     assert ask(tiny_model_dir, doc, "q?", "--cache")[0]["cache"]["hit"] is True  # rewritten
+
+
+@pytest.mark.parametrize("fault", [
+    errno.EROFS, errno.ENOSPC, errno.EACCES,  # a read-only cache, a full disk, a folder not ours
+])
+def test_a_cache_that_fails_costs_a_warning_not_the_answer(tiny_model_dir, tmp_path, monkeypatch, fault):
+    """Reading and writing the cache fail with ``fault`` (this machine's tests run as root, where
+    file modes deny nothing, so the failure is made where the cache reads and writes)."""
+    from starcli.cache import documents
+
+    doc = tmp_path / "doc.txt"
+    doc.write_text("The deploy key is 1234. " * 20)
+    expected, _ = ask(tiny_model_dir, doc, "key?")
+
+    def fail(*args, **kwargs):
+        raise OSError(fault, os.strerror(fault))
+
+    monkeypatch.setattr(documents, "load", fail)
+    monkeypatch.setattr(documents, "save", fail)
+    got, stderr = ask(tiny_model_dir, doc, "key?", "--cache")
+    assert got["answers"][0]["answer"] == expected["answers"][0]["answer"]
+    assert got["cache"] == {"hit": False}
+    assert "cannot read the document cache" in stderr and os.strerror(fault) in stderr
+    assert "could not store the encoded document in the cache" in stderr
 
 
 def test_cache_commands(tiny_model_dir, tmp_path):
