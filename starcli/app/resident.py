@@ -56,6 +56,11 @@ class Resident:
     def name(self) -> str:
         return self.spec.name
 
+    @property
+    def broken(self) -> str | None:
+        """Why the server's ranks can run no more requests (None while they can)."""
+        return self.executor.pool.broken if self.executor.pool is not None else None
+
     def adopt(self, request: AskRequest) -> AskRequest:
         """``request`` as this server runs it: on its model, settings and ranks. A request that
         names others (another model, dtype, rank count) is refused, never silently changed."""

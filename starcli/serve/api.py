@@ -243,8 +243,8 @@ def create_app(resident, limits: Limits = Limits(), api_key: str | None = None) 
     async def run(request: Request, work) -> AsyncIterator:
         """The events and then ``("result", value)`` of ``work`` run on the model thread; the
         ticket is cancelled when the client goes away or the handler ends early."""
-        if resident.executor.pool is not None and resident.executor.pool.broken:
-            raise ApiError(503, resident.executor.pool.broken, "server_error", "ranks_down")
+        if resident.broken:
+            raise ApiError(503, resident.broken, "server_error", "ranks_down")
         try:
             ticket = jobs.submit(work)
         except Cancelled as exc:
@@ -285,8 +285,7 @@ def create_app(resident, limits: Limits = Limits(), api_key: str | None = None) 
     # --- routes -------------------------------------------------------------------------------
     @app.get("/health")
     async def health():
-        pool = resident.executor.pool
-        broken = pool.broken if pool is not None else None
+        broken = resident.broken
         body = {"status": "broken" if broken else "ok", "model": resident.name, "ranks": resident.world,
                 "waiting": jobs.waiting, "documents": len(store.documents)}
         if broken:

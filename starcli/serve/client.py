@@ -5,6 +5,7 @@ process. Nothing here imports torch or transformers: a question costs the server
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import time
@@ -54,7 +55,7 @@ def post_stream(url: str, path: str, body: dict, api_key: str | None, emit: even
     import httpx
 
     base = _check_url(url)
-    try:
+    with _connection_errors(base):
         with httpx.stream("POST", base + path, json=body, headers=_headers(api_key),
                           timeout=httpx.Timeout(30.0, read=None)) as response:
             if response.status_code != 200:
@@ -76,13 +77,22 @@ def post_stream(url: str, path: str, body: dict, api_key: str | None, emit: even
                     result = event.result
                 else:
                     emit(event)
-    except httpx.ConnectError as exc:
-        raise InputError(f"cannot reach the server at {base} ({exc}); is `starcli serve` running?") from None
-    except httpx.HTTPError as exc:
-        raise RunError(f"the connection to the server at {base} failed: {exc}") from None
     if result is None:
         raise RunError(f"the server at {base} ended the answer without a result")
     return result
+
+
+@contextlib.contextmanager
+def _connection_errors(url: str):
+    """A server that cannot be reached, or a connection that breaks, as one line."""
+    import httpx
+
+    try:
+        yield
+    except httpx.ConnectError as exc:
+        raise InputError(f"cannot reach the server at {url} ({exc}); is `starcli serve` running?") from None
+    except httpx.HTTPError as exc:
+        raise RunError(f"the connection to the server at {url} failed: {exc}") from None
 
 
 def _check_url(url: str) -> str:
@@ -94,12 +104,8 @@ def _check_url(url: str) -> str:
 def _post_json(url: str, path: str, body: dict, api_key: str | None) -> dict:
     import httpx
 
-    try:
+    with _connection_errors(url):
         response = httpx.post(url + path, json=body, headers=_headers(api_key), timeout=httpx.Timeout(30.0, read=None))
-    except httpx.ConnectError as exc:
-        raise InputError(f"cannot reach the server at {url} ({exc}); is `starcli serve` running?") from None
-    except httpx.HTTPError as exc:
-        raise RunError(f"the connection to the server at {url} failed: {exc}") from None
     try:
         answer = response.json()
     except ValueError:
