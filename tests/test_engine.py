@@ -292,39 +292,3 @@ def test_relay_settings_are_checked():
 
     with pytest.raises(PartitionError, match="negative"):
         plan_star(300, 1, block_size=64, relay=-1)
-
-
-def test_attention_features_the_hook_cannot_honour_are_refused_before_running():
-    from transformers import AutoModelForCausalLM
-
-    from starcli.star import attention
-    from starcli.star.engine import supports_star
-
-    from .tiny import tiny_config
-
-    attention.register()
-    windowed = tiny_config("mistral")
-    windowed.sliding_window = 1024  # shorter than its 4096 positions: the engine would ignore it
-    model = AutoModelForCausalLM.from_config(windowed, attn_implementation="star")
-    assert "sliding attention window (1024 tokens)" in supports_star(model)
-    with pytest.raises(EngineError, match="sliding attention window"):
-        StarEngine(model)
-    unused = tiny_config("qwen2")
-    unused.sliding_window, unused.use_sliding_window = 1024, False  # Qwen2's switch is off: fine
-    assert supports_star(AutoModelForCausalLM.from_config(unused, attn_implementation="star")) is None
-    capped = tiny_config("llama")
-    capped.attn_logit_softcapping = 50.0
-    assert "soft-capped" in supports_star(AutoModelForCausalLM.from_config(capped, attn_implementation="star"))
-
-
-def test_the_hook_refuses_keywords_it_does_not_implement():
-    import types
-
-    from starcli.star.attention import star_attention_forward
-
-    module = types.SimpleNamespace(layer_idx=0, config=types.SimpleNamespace(model_type="mistral"))
-    q = torch.zeros(1, 2, 3, 4)
-    with pytest.raises(RuntimeError, match="does not implement sliding_window"):
-        star_attention_forward(module, q, q, q, None, star_state=object(), sliding_window=16)
-    with pytest.raises(RuntimeError, match="does not implement softcap"):
-        star_attention_forward(module, q, q, q, None, star_state=object(), softcap=50.0)

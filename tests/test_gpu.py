@@ -169,3 +169,27 @@ def test_captured_decode_over_two_nccl_ranks_gives_the_one_rank_tokens(attention
     expected = _captured_answer(Comm(device=torch.device("cuda", 0)), attention, relay)
     for tokens in distributed.run_ranks(2, _captured_answer, attention, relay, device="cuda"):
         assert tokens == expected
+
+
+@cuda
+@pytest.mark.parametrize("family", ["gemma2-capped", "gemma3", "gpt-oss", "mistral-window", "llama4", "deepseek-v2"])
+def test_families_on_cuda_equal_transformers(family):
+    """Windows, caps, sinks, chunks and latent heads through the CUDA paths (the captured decoding
+    step included), float32 so transformers' answer is exact; then bfloat16 through the fused
+    kernels, which must run and answer in full."""
+    from starcli.star.engine import StarEngine
+    from starcli.star.partition import plan_partition, plan_star
+
+    from .test_families import DOCUMENT, NEW, QUESTION, engine_greedy, transformers_greedy
+    from .tiny import family_pair, random_ids
+
+    reference, star = family_pair(family)
+    reference, star = reference.to("cuda"), star.to("cuda")
+    doc, question = random_ids(DOCUMENT, 1).to("cuda"), random_ids(QUESTION, 2).to("cuda")
+    want = transformers_greedy(reference, doc, question)
+    engine = StarEngine(star, kernel="auto")
+    assert engine.decode == "graph"
+    assert engine_greedy(engine, doc, question, plan_partition("dense", DOCUMENT)) == want
+    assert engine_greedy(engine, doc, question, plan_star(DOCUMENT, 1, block_size=512)) == want
+    half = StarEngine(star.to(torch.bfloat16), kernel="auto")
+    assert len(engine_greedy(half, doc, question, plan_star(DOCUMENT, 1, block_size=128, relay=128))) == NEW

@@ -150,3 +150,84 @@ def fake_default_parts(root: Path, blob: bytes, monkeypatch, *, sha256: str | No
     stand_in = dataclasses.replace(embedded.DEFAULT, packages=tuple(names), gguf_bytes=len(blob),
                                    sha256=sha256 or hashlib.sha256(blob).hexdigest())
     monkeypatch.setattr(embedded, "DEFAULT", stand_in)
+
+
+# Families for the model-family matrix (tests/test_families.py): a model type and what differs
+# from ``FAMILY_COMMON``. Windows (96) and chunks (128) are shorter than the test's document, so
+# they change the answer wherever they are ignored.
+WINDOW = 96
+FAMILY_COMMON = dict(
+    vocab_size=VOCAB, hidden_size=64, intermediate_size=128, num_hidden_layers=3, num_attention_heads=4,
+    num_key_value_heads=2, max_position_embeddings=4096, tie_word_embeddings=False, initializer_range=0.3,
+    pad_token_id=0, bos_token_id=None, eos_token_id=None,
+)
+_MLA = dict(kv_lora_rank=32, q_lora_rank=24, qk_rope_head_dim=8, v_head_dim=12, qk_nope_head_dim=16, num_key_value_heads=4)
+_MOE = dict(n_routed_experts=4, num_experts_per_tok=2, moe_intermediate_size=32, first_k_dense_replace=1, n_shared_experts=1)
+FAMILIES: dict[str, tuple[str, dict]] = {
+    "llama": ("llama", {}),
+    "qwen2": ("qwen2", {}),
+    "qwen2-window": ("qwen2", dict(use_sliding_window=True, sliding_window=WINDOW, max_window_layers=1)),
+    "qwen3": ("qwen3", {}),
+    "qwen3-moe": ("qwen3_moe", dict(num_experts=4, num_experts_per_tok=2, moe_intermediate_size=32)),
+    "mistral-window": ("mistral", dict(sliding_window=WINDOW)),
+    "mixtral-window": ("mixtral", dict(sliding_window=WINDOW, num_local_experts=4, num_experts_per_tok=2)),
+    "ministral": ("ministral", dict(sliding_window=WINDOW, head_dim=16)),
+    "phi3-window": ("phi3", dict(sliding_window=WINDOW)),
+    "starcoder2-window": ("starcoder2", dict(sliding_window=WINDOW)),
+    "gemma": ("gemma", {}),
+    "gemma2": ("gemma2", dict(sliding_window=WINDOW, head_dim=16)),
+    "gemma2-capped": ("gemma2", dict(sliding_window=WINDOW, head_dim=16, attn_logit_softcapping=1.0)),
+    "gemma3": ("gemma3_text", dict(sliding_window=WINDOW, head_dim=16,
+                                   layer_types=["sliding_attention", "full_attention", "sliding_attention"])),
+    "gpt-oss": ("gpt_oss", dict(sliding_window=WINDOW, num_local_experts=4, num_experts_per_tok=2, head_dim=16)),
+    "cohere": ("cohere", {}),
+    "cohere2": ("cohere2", dict(sliding_window=WINDOW)),
+    "olmo2": ("olmo2", {}),
+    "olmo3": ("olmo3", dict(sliding_window=WINDOW)),
+    "exaone4": ("exaone4", dict(sliding_window=WINDOW, sliding_window_pattern=2)),
+    "llama4": ("llama4_text", dict(attention_chunk_size=128, num_local_experts=2, intermediate_size_mlp=128,
+                                   layer_types=["chunked_attention", "chunked_attention", "full_attention"],
+                                   no_rope_layers=[1, 1, 0])),
+    "deepseek-v2": ("deepseek_v2", dict(_MLA, q_lora_rank=None, **_MOE)),
+    "deepseek-v3": ("deepseek_v3", dict(_MLA, **_MOE, n_group=1, topk_group=1, head_dim=8)),
+    "minicpm3": ("minicpm3", _MLA),
+    "glm4-moe-lite": ("glm4_moe_lite", dict(_MLA, **_MOE, n_group=1, topk_group=1)),
+    "phi": ("phi", {}),
+    "granite": ("granite", {}),
+    "gpt-neox": ("gpt_neox", {}),
+    "smollm3": ("smollm3", {}),
+    "glm": ("glm", {}),
+    "gpt2": ("gpt2", dict(n_embd=64, n_layer=3, n_head=4)),
+    # refused: what the engine cannot represent
+    "diffllama": ("diffllama", {}),
+    "recurrent-gemma": ("recurrent_gemma", {}),
+    "nemotron": ("nemotron", {}),
+    "falcon": ("falcon", {}),
+    "gptj": ("gptj", {}),
+    "gpt-neo": ("gpt_neo", dict(num_layers=3, attention_types=[[["global", "local"], 1], [["global"], 1]], window_size=WINDOW)),
+    "codegen": ("codegen", dict(n_embd=64, n_layer=3, n_head=4, rotary_dim=8)),
+    "stablelm": ("stablelm", {}),
+    "bloom": ("bloom", {}),
+    "mpt": ("mpt", {}),
+    "qwen3-next": ("qwen3_next", {}),
+    "jamba": ("jamba", {}),
+}
+
+
+def family_config(name: str):
+    """A small config of the family's own config class."""
+    from transformers import AutoConfig
+
+    model_type, overrides = FAMILIES[name]
+    return AutoConfig.for_model(model_type, **{**FAMILY_COMMON, **overrides})
+
+
+def family_pair(name: str, dtype=torch.float32):
+    """(transformers' eager model, the same weights with star attention) of a family."""
+    attention.register()
+    config = family_config(name)
+    torch.manual_seed(0)
+    reference = AutoModelForCausalLM.from_config(copy.deepcopy(config), attn_implementation="eager", dtype=dtype).eval()
+    star = AutoModelForCausalLM.from_config(copy.deepcopy(config), attn_implementation="star", dtype=dtype).eval()
+    star.load_state_dict(reference.state_dict())
+    return reference, star

@@ -12,7 +12,7 @@ from ..star.partition import DEFAULT_PASS_TOKENS
 from .boundary import run_command
 
 # named here so that --help loads no model code; a test checks they are the bench's shapes
-BENCH_SHAPES = ("llama3-8b", "qwen2.5-0.5b", "tiny")
+BENCH_SHAPES = ("llama3-8b", "qwen2.5-0.5b", "gemma3-4b", "gemma3-4b-global", "tiny")
 KERNEL_NAMES = "auto, flash-attn, cudnn, flash-sdpa, cpu-flash or math"
 
 

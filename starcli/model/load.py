@@ -48,6 +48,30 @@ def check_remote_code(spec: ModelSpec, trust_remote_code: bool) -> None:
         raise ModelError(f"{spec.name} ships its own code; pass --trust-remote-code to run it")
 
 
+def check_family(spec: ModelSpec, trust_remote_code: bool = False) -> None:
+    """Refuse, before any weight is read, a model whose config and class show the engine cannot run
+    it (``star.probe.config_refusal``): one line naming the family and what it lacks."""
+    from transformers import AutoConfig
+    from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING
+
+    from ..star.probe import config_refusal
+
+    try:
+        with quiet_transformers():
+            config = AutoConfig.from_pretrained(str(spec.path), local_files_only=True, trust_remote_code=trust_remote_code)
+    except Exception as exc:  # noqa: BLE001 - an unreadable config is the user's model problem
+        raise ModelError(f"cannot read the config of {spec.name}: {one_line(exc)}") from exc
+    auto_class = (getattr(config, "auto_map", None) or {}).get("AutoModelForCausalLM")
+    if auto_class and trust_remote_code:
+        return  # the model's own code decides; the engine's run-time probe still checks it
+    model_class = MODEL_FOR_CAUSAL_LM_MAPPING.get(type(config), None)
+    if model_class is None:
+        raise ModelError(f"{spec.name}: model type {config.model_type!r} is not a causal language model transformers knows")
+    reason = config_refusal(config, model_class)
+    if reason:
+        raise ModelError(f"{spec.name}: {reason}")
+
+
 def load_model(
     spec: ModelSpec,
     *,
@@ -107,6 +131,8 @@ def load_model(
         kwargs["device_map"] = {"": str(target)}
     if rope_scaling:
         kwargs["config"] = _rope_scaled_config(path, rope_scaling, trust_remote_code)
+    if attn_implementation == "star":
+        check_family(spec, trust_remote_code)
 
     # Without any vocabulary file transformers quietly builds an empty tokenizer that turns
     # every document into unknown tokens; fail here instead, with the reason.

@@ -33,7 +33,8 @@ import torch
 
 from . import split_kv
 from .comm import Comm
-from .kernels import attention_upto, attention_with_lse, empty_partial
+from .kernels import attention_at, attention_upto, attention_with_lse, empty_partial, positional_attention
+from .masks import PLAIN, LayerPattern, layer_pattern
 from .merge import merge_many, merge_partials
 
 ATTENTION_NAME = "star"
@@ -75,6 +76,19 @@ class GenerateStep:
     # tensor: the tokens already in a preallocated tail, so the step has fixed shapes and can be
     # captured in a CUDA graph (see starcli.star.graphs)
     tail_length: torch.Tensor | None = None
+    # the queries' positions: a device tensor (S,) on every path, and the first as an int when the
+    # host knows it (eager); layers with a window or chunk mask by them
+    positions: torch.Tensor | None = None
+    query_start: int | None = None
+
+
+@dataclass(frozen=True)
+class LayerShape:
+    """A layer's KV heads and head sizes (values may differ from keys: multi-head latent attention)."""
+
+    heads: int
+    key_dim: int
+    value_dim: int
 
 
 @dataclass
@@ -90,20 +104,19 @@ class KVBuffer:
         if layer not in self.keys:
             b, h, _, d = k.shape
             self.keys[layer] = k.new_empty(b, h, self.capacity, d)
-            self.values[layer] = v.new_empty(b, h, self.capacity, d)
+            self.values[layer] = v.new_empty(b, h, self.capacity, v.shape[-1])
         end = offset + k.shape[2]
         if end > self.capacity:
             raise RuntimeError(f"KV buffer overflow: {end} > {self.capacity} tokens")
         self.keys[layer][:, :, offset:end] = k
         self.values[layer][:, :, offset:end] = v
 
-    def allocate(self, layers: int, shape: tuple[int, int, int], dtype: torch.dtype, device: torch.device) -> None:
+    def allocate(self, shapes: dict[int, "LayerShape"], dtype: torch.dtype, device: torch.device) -> None:
         """Every layer's K/V at full capacity now, as zeros: a captured graph needs fixed addresses,
         and masked attention over not yet written slots needs finite values there."""
-        batch, heads, dim = shape
-        for layer in range(layers):
-            self.keys[layer] = torch.zeros(batch, heads, self.capacity, dim, dtype=dtype, device=device)
-            self.values[layer] = torch.zeros(batch, heads, self.capacity, dim, dtype=dtype, device=device)
+        for layer, shape in shapes.items():
+            self.keys[layer] = torch.zeros(1, shape.heads, self.capacity, shape.key_dim, dtype=dtype, device=device)
+            self.values[layer] = torch.zeros(1, shape.heads, self.capacity, shape.value_dim, dtype=dtype, device=device)
 
     def read(self, layer: int, end: int | None = None) -> tuple[torch.Tensor, torch.Tensor] | None:
         if layer not in self.keys:
@@ -125,43 +138,61 @@ class AttentionState:
         self.anchor_in_document = False  # rank 0: the anchor is the start of the document buffer
         # phase 2 through split_kv's kernels (set by the engine where they run: CUDA with Triton)
         self.split_kv = False
+        # positions [start, end) of the document buffer's consecutive stretches (one for star and
+        # dense, a rank's two chunks for ring), and the document's length: where its tail begins
+        self.document_ranges: list[tuple[int, int]] = [(0, 0)]
+        self.total_tokens = 0
 
     # --- helpers -------------------------------------------------------------------------------
-    def _attend(self, q, k, v, causal: bool, scale: float):
-        return attention_with_lse(q, k, v, causal=causal, scale=scale, kernel=self.kernel)
+    def _attend(self, q, k, v, causal: bool, scale: float, query_start: int = 0, key_start: int = 0,
+                pattern: LayerPattern = PLAIN):
+        return attention_at(q, k, v, query_start=query_start, key_start=key_start, causal=causal, scale=scale,
+                            kernel=self.kernel, pattern=pattern)
 
-    def _anchor_kv(self, layer: int, like: torch.Tensor, anchor_size: int):
+    def _anchor_kv(self, layer: int, like: torch.Tensor, like_values: torch.Tensor, anchor_size: int):
         if self.anchor_in_document:
             return self.document.read(layer, end=anchor_size)
         if layer not in self.anchor.keys:
-            self.receive_anchor(layer, like, anchor_size)
+            self.receive_anchor(layer, like, anchor_size, like_values)
         return self.anchor.read(layer)
 
-    def receive_anchor(self, layer: int, like: torch.Tensor, anchor_size: int) -> None:
+    def receive_anchor(self, layer: int, like: torch.Tensor, anchor_size: int, like_values: torch.Tensor | None = None) -> None:
         """This layer's anchor K/V from rank 0, which holds block 0 (see ``_blocks``)."""
         b, h, _, d = like.shape
+        dv = d if like_values is None else like_values.shape[-1]
         self.anchor.capacity = self.anchor.filled = anchor_size
         self.anchor.keys[layer] = self.comm.broadcast_(like.new_empty(b, h, anchor_size, d), src=0)
-        self.anchor.values[layer] = self.comm.broadcast_(like.new_empty(b, h, anchor_size, d), src=0)
+        self.anchor.values[layer] = self.comm.broadcast_(like.new_empty(b, h, anchor_size, dv), src=0)
 
     # --- steps ----------------------------------------------------------------------------------
-    def attend(self, layer: int, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float) -> torch.Tensor:
-        """Output (B, Hq, S, D) of this layer for the current step."""
+    def attend(self, layer: int, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float,
+               pattern: LayerPattern = PLAIN, sinks: torch.Tensor | None = None) -> torch.Tensor:
+        """Output (B, Hq, S, Dv) of this layer for the current step. ``sinks`` (Hq,): a learned
+        score per head that joins every query's softmax denominator once (gpt-oss); it enters
+        after every partial is merged, since each partial's LSE covers only its own keys."""
         step = self.step
         if isinstance(step, GenerateStep):
-            return self._generate(layer, q, k, v, scale)
-        if isinstance(step, BlocksStep):
-            return self._blocks(layer, q, k, v, scale, step)
-        if isinstance(step, DenseChunkStep):
-            return self._dense_chunk(layer, q, k, v, scale)
-        if isinstance(step, RingStep):
-            return self._ring(layer, q, k, v, scale, step)
-        raise RuntimeError("star attention called outside an engine step")
+            out, lse = self._generate(layer, q, k, v, scale, pattern)
+        elif isinstance(step, BlocksStep):
+            out, lse = self._blocks(layer, q, k, v, scale, step, pattern)
+        elif isinstance(step, DenseChunkStep):
+            out, lse = self._dense_chunk(layer, q, k, v, scale, pattern)
+        elif isinstance(step, RingStep):
+            out, lse = self._ring(layer, q, k, v, scale, step, pattern)
+        else:
+            raise RuntimeError("star attention called outside an engine step")
+        if sinks is not None:
+            # softmax over [scores, sink] without the sink's column: out · e^lse / (e^lse + e^sink)
+            weight = torch.sigmoid(lse - sinks.float()[None, :, None])
+            out = (out.float() * weight.unsqueeze(-1)).to(out.dtype)
+        return out
 
-    def _blocks(self, layer, q, k, v, scale, step: BlocksStep):
+    def _blocks(self, layer, q, k, v, scale, step: BlocksStep, pattern: LayerPattern):
         base = self.document.filled  # where this pass's first block lands in the document buffer
+        start = self.document_ranges[0][0] + base  # its position in the document
         self.document.write(layer, k, v, base)
-        out = torch.empty_like(q)
+        out = q.new_empty(*q.shape[:3], v.shape[-1])
+        lse = torch.empty(q.shape[:3], device=q.device, dtype=torch.float32)
         pos = 0
         lengths = list(step.lengths)
         relays = list(step.relays) or [0] * len(lengths)
@@ -171,26 +202,30 @@ class AttentionState:
                 self.comm.broadcast_(v[:, :, : step.anchor_size].contiguous(), src=0)
             first = lengths.pop(0)
             relays.pop(0)
-            out[:, :, :first] = self._attend(q[:, :, :first], k[:, :, :first], v[:, :, :first], True, scale)[0]
+            out[:, :, :first], lse[:, :, :first] = self._attend(q[:, :, :first], k[:, :, :first], v[:, :, :first], True, scale,
+                                                                start, start, pattern)
             pos = first
         # other ranks receive the anchor before any point-to-point transfer, so that every rank
         # issues its communication in the same order (broadcast, then neighbours)
-        anchor = self._anchor_kv(layer, k, step.anchor_size) if lengths else None
+        anchor = self._anchor_kv(layer, k, v, step.anchor_size) if lengths else None
         from_previous_rank = self._exchange_relay(k, v, step, layer, base)
         if not lengths:
-            return out
+            return out, lse
         anchor_k, anchor_v = anchor
         kept = base + pos  # buffer offset of the current block
-        for length, count in _runs(lengths):
+        # a chunked layer's mask depends on where a block starts, not only on its length: one at a time
+        for length, count in _runs(lengths, batch=pattern.chunk is None):
             span = slice(pos, pos + length * count)
-            # local causal attention of each block to itself, the blocks batched along dim 0
+            # local causal attention of each block to itself, the blocks batched along dim 0 (a
+            # window's mask is relative, so every block of the run takes the first one's positions)
             local_out, local_lse = self._attend(
                 _split_blocks(q[:, :, span], count), _split_blocks(k[:, :, span], count),
-                _split_blocks(v[:, :, span], count), True, scale,
+                _split_blocks(v[:, :, span], count), True, scale, start + pos, start + pos, pattern,
             )
             local_out, local_lse = _join_blocks(local_out, count), _join_lse(local_lse, count)
             # every block sees the whole anchor: one non-causal call for all of them
-            merged, merged_lse = merge_partials(local_out, local_lse, *self._attend(q[:, :, span], anchor_k, anchor_v, False, scale))
+            merged, merged_lse = merge_partials(local_out, local_lse, *self._attend(q[:, :, span], anchor_k, anchor_v, False,
+                                                                                    scale, start + pos, 0, pattern))
             for j in range(count):
                 relay = relays.pop(0)
                 if relay:
@@ -202,12 +237,15 @@ class AttentionState:
                         relayed = from_previous_rank
                     else:
                         relayed = [x[:, :, offset - relay : offset] for x in self.document.read(layer, end=offset)]
-                    merged[:, :, own] = self._relay(q[:, :, pos + own.start : pos + own.stop], merged[:, :, own],
-                                                    merged_lse[:, :, own], *relayed, scale)
-            out[:, :, span] = merged
+                    block_start = start + pos + own.start
+                    relay_out, relay_lse = self._attend(q[:, :, pos + own.start : pos + own.stop], *relayed, False, scale,
+                                                        block_start, block_start - relay, pattern)
+                    merged[:, :, own], merged_lse[:, :, own] = merge_partials(merged[:, :, own], merged_lse[:, :, own],
+                                                                              relay_out, relay_lse)
+            out[:, :, span], lse[:, :, span] = merged, merged_lse
             pos += length * count
             kept += length * count
-        return out
+        return out, lse
 
     def _exchange_relay(self, k, v, step: BlocksStep, layer: int, base: int) -> list[torch.Tensor] | None:
         """Several ranks with relay: this layer's K/V of this pass's last ``relay_to_next_rank`` kept
@@ -219,68 +257,89 @@ class AttentionState:
             send = [keys[:, :, end - step.relay_to_next_rank :], values[:, :, end - step.relay_to_next_rank :]]
         if step.relay_from_previous_rank:
             b, h, _, d = k.shape
-            receive = [k.new_empty(b, h, step.relay_from_previous_rank, d), v.new_empty(b, h, step.relay_from_previous_rank, d)]
+            count = step.relay_from_previous_rank
+            receive = [k.new_empty(b, h, count, d), v.new_empty(b, h, count, v.shape[-1])]
         self.comm.exchange_with_neighbours(send, receive)
         return receive
 
-    def _relay(self, q, out, lse, keys, values, scale: float) -> torch.Tensor:
-        """``out`` (over anchor and block) merged with attention to the relayed ``keys``/``values``:
-        the previous block's last tokens as it computed them."""
-        relay_out, relay_lse = self._attend(q, keys, values, False, scale)
-        return merge_partials(out, lse, relay_out, relay_lse)[0]
-
-    def _dense_chunk(self, layer, q, k, v, scale):
+    def _dense_chunk(self, layer, q, k, v, scale, pattern: LayerPattern):
         offset = self.document.filled
+        start = self.document_ranges[0][0]
         earlier = self.document.read(layer, end=offset)
         self.document.write(layer, k, v, offset)
-        own = self._attend(q, k, v, True, scale)
+        own = self._attend(q, k, v, True, scale, start + offset, start + offset, pattern)
         if earlier is None or offset == 0:
-            return own[0]
-        past = self._attend(q, earlier[0], earlier[1], False, scale)
-        return merge_partials(*own, *past)[0]
+            return own
+        past = self._attend(q, earlier[0], earlier[1], False, scale, start + offset, start, pattern)
+        return merge_partials(*own, *past)
 
-    def _ring(self, layer, q, k, v, scale, step: RingStep):
+    def _ring(self, layer, q, k, v, scale, step: RingStep, pattern: LayerPattern):
         self.document.write(layer, k, v, 0)
         lengths = [sum(e - s for s, e in ranges) for ranges in step.rank_ranges]
         gathered_k = self.comm.all_gather_varlen(k, lengths, dim=2)
         gathered_v = self.comm.all_gather_varlen(v, lengths, dim=2)
         b, h, _, d = k.shape
         full_k = k.new_empty(b, h, step.num_tokens, d)
-        full_v = v.new_empty(b, h, step.num_tokens, d)
+        full_v = v.new_empty(b, h, step.num_tokens, v.shape[-1])
         for ranges, kk, vv in zip(step.rank_ranges, gathered_k, gathered_v):
             pos = 0
             for s, e in ranges:
                 full_k[:, :, s:e] = kk[:, :, pos : pos + e - s]
                 full_v[:, :, s:e] = vv[:, :, pos : pos + e - s]
                 pos += e - s
-        out = torch.empty_like(q)
+        out = q.new_empty(*q.shape[:3], v.shape[-1])
+        lse = torch.empty(q.shape[:3], device=q.device, dtype=torch.float32)
         pos = 0
         for s, e in step.local_ranges:
             span = slice(pos, pos + e - s)
-            own = self._attend(q[:, :, span], k[:, :, span], v[:, :, span], True, scale)
+            own = self._attend(q[:, :, span], k[:, :, span], v[:, :, span], True, scale, s, s, pattern)
             if s > 0:
-                past = self._attend(q[:, :, span], full_k[:, :, :s], full_v[:, :, :s], False, scale)
+                past = self._attend(q[:, :, span], full_k[:, :, :s], full_v[:, :, :s], False, scale, s, 0, pattern)
                 own = merge_partials(*own, *past)
-            out[:, :, span] = own[0]
+            out[:, :, span], lse[:, :, span] = own
             pos += e - s
-        return out
+        return out, lse
 
-    def _generate(self, layer, q, k, v, scale):
+    def _generate(self, layer, q, k, v, scale, pattern: LayerPattern):
         tail_length = self.step.tail_length
-        if self.split_kv and (tail_length is not None or q.shape[1] // k.shape[1] * q.shape[2] <= _SPLIT_KV_ROWS):
+        if (self.split_kv and pattern.plain and q.shape[-1] == v.shape[-1]
+                and (tail_length is not None or q.shape[1] // k.shape[1] * q.shape[2] <= _SPLIT_KV_ROWS)):
             return self._generate_split_kv(layer, q, k, v, scale, tail_length)
+        partials = []
         held = self.document.read(layer)
-        if held is None:
-            partial = None
-        else:
-            partial = self._attend(q, held[0], held[1], False, scale)
+        if held is not None and held[0].shape[2]:
+            if pattern.plain:
+                partials.append(self._attend(q, held[0], held[1], False, scale))
+            else:
+                partials.extend(self._document_in_view(q, held, scale, pattern))
         if self.comm.is_last:
-            own = self._attend_tail(layer, q, k, v, scale, self.step.tail_length)
-            partial = own if partial is None else merge_partials(*partial, *own)
-        if partial is None:
-            partial = empty_partial(q)
+            partials.append(self._attend_tail(layer, q, k, v, scale, tail_length, pattern))
+        partial = partials[0] if partials else empty_partial(q, v.shape[-1])
+        for more in partials[1:]:
+            partial = merge_partials(*partial, *more)
         outs, lses = self.comm.all_gather_partials(*partial)
-        return merge_many(outs, lses)[0]
+        return merge_many(outs, lses)
+
+    def _document_in_view(self, q, held, scale, pattern: LayerPattern) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """Partials of phase 2's queries over the document keys a window or chunk lets them see,
+        stretch by stretch of the buffer. Every query of phase 2 comes after the document, so keys
+        before ``first_visible(total_tokens)`` are never seen and are not read."""
+        partials = []
+        offset = 0
+        for start, end in self.document_ranges:
+            keys, values = (x[:, :, offset : offset + end - start] for x in held)
+            offset += end - start
+            first = max(start, pattern.first_visible(self.total_tokens))
+            if first >= end:
+                continue
+            keys, values = keys[:, :, first - start :], values[:, :, first - start :]
+            if self.step.query_start is not None:
+                partials.append(self._attend(q, keys, values, False, scale, self.step.query_start, first, pattern))
+            else:  # fixed shapes: the positions move on the device, the mask follows them there
+                partials.append(positional_attention(q, keys, values, self.step.positions,
+                                                     torch.arange(first, end, device=q.device), causal=False,
+                                                     scale=scale, pattern=pattern))
+        return partials
 
     def _generate_split_kv(self, layer, q, k, v, scale, tail_length: torch.Tensor | None):
         """Document and tail in one two-kernel split-KV attention (CUDA): the captured step, whose
@@ -299,7 +358,7 @@ class AttentionState:
             segments.append(split_kv.Segment(keys, values, valid=valid, causal=True))
         partial = split_kv.split_kv_attention(q, segments, scale) if segments else empty_partial(q)
         outs, lses = self.comm.all_gather_partials(*partial)
-        return merge_many(outs, lses)[0]
+        return merge_many(outs, lses)
 
     def _grow_tail(self, layer, k, v) -> tuple[torch.Tensor, torch.Tensor]:
         """This step's K/V appended at ``tail.filled``; the tail's K/V through them."""
@@ -315,24 +374,27 @@ class AttentionState:
         values.index_copy_(2, index, v)
         return keys, values
 
-    def _attend_tail(self, layer, q, k, v, scale, tail_length: torch.Tensor | None):
+    def _attend_tail(self, layer, q, k, v, scale, tail_length: torch.Tensor | None, pattern: LayerPattern):
         """This step's tokens into the question/answer KV, then their causal attention over it."""
         if tail_length is not None:
             # fixed shapes: write at a device-side offset, attend over the whole buffer up to the new end
             keys, values = self._write_tail(layer, k, v, tail_length)
-            return attention_upto(q, keys, values, tail_length + q.shape[2], scale)
+            return attention_upto(q, keys, values, tail_length + q.shape[2], scale, pattern, key_start=self.total_tokens)
         tail_k, tail_v = self._grow_tail(layer, k, v)
+        if not pattern.plain:
+            return self._attend(q, tail_k, tail_v, True, scale, self.step.query_start, self.total_tokens, pattern)
         # The tail grows by one token per step; shape-specialised fused kernels (cuDNN builds a
         # plan per shape) would pay setup every step, while this short attention is cheap in math.
         kernel = "math" if tail_k.shape[2] <= _SHORT_TAIL else self.kernel
         return attention_with_lse(q, tail_k, tail_v, causal=True, scale=scale, kernel=kernel)
 
 
-def _runs(lengths: list[int]) -> list[tuple[int, int]]:
-    """Consecutive equal lengths as (length, count): full blocks batch together, a short last one apart."""
+def _runs(lengths: list[int], batch: bool = True) -> list[tuple[int, int]]:
+    """Consecutive equal lengths as (length, count): full blocks batch together, a short last one
+    apart; without ``batch`` every block on its own."""
     runs: list[tuple[int, int]] = []
     for n in lengths:
-        if runs and runs[-1][0] == n:
+        if batch and runs and runs[-1][0] == n:
             runs[-1] = (n, runs[-1][1] + 1)
         else:
             runs.append((n, 1))
@@ -358,22 +420,18 @@ def _join_lse(x: torch.Tensor, count: int) -> torch.Tensor:
     return x.reshape(bc // count, count, h, length).transpose(1, 2).reshape(bc // count, h, count * length)
 
 
-# Keywords a model's attention may pass that change what attention computes, which this function
-# does not implement: a model that sets them is refused when it is checked (``engine.supports_star``);
-# reaching here with one set means that check missed a model, and the answer would be wrong.
-UNSUPPORTED = ("sliding_window", "softcap", "s_aux", "sinks")
-
-
 def star_attention_forward(module, query, key, value, attention_mask, scaling=None, dropout=0.0, star_state=None, **kwargs):
     """The function registered as ``attn_implementation="star"`` (transformers' attention interface)."""
     if star_state is None:
         raise RuntimeError("attn_implementation='star' needs the starcli engine (star_state keyword missing)")
-    given = [name for name in UNSUPPORTED if kwargs.get(name) is not None]
-    if given:
-        raise RuntimeError(f"star attention does not implement {', '.join(given)} (model type {module.config.model_type!r})")
     if scaling is None:
         scaling = query.shape[-1] ** -0.5
-    out = star_state.attend(module.layer_idx, query, key, value, scaling)
+    layer = module.layer_idx
+    pattern = layer_pattern(module.config, layer, kwargs.get("sliding_window"), kwargs.get("softcap"))
+    sinks = kwargs.get("s_aux")
+    if sinks is None:
+        sinks = kwargs.get("sinks")
+    out = star_state.attend(layer, query, key, value, scaling, pattern, sinks)
     return out.transpose(1, 2).contiguous(), None
 
 

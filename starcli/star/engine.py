@@ -20,6 +20,7 @@ from .comm import Comm
 from .graphs import DecodeStep
 from .kernels import resolve_kernel
 from .partition import DEFAULT_PASS_TOKENS, Partition, plan_dense, plan_star
+from .probe import config_refusal, probe_attention
 from .sampling import Sampler, SamplingParams, repeating_tail
 
 # How phase 2 decodes: "graph" replays the fixed-shape one-token step as a CUDA graph (the fast
@@ -68,27 +69,9 @@ class EngineRun:
 
 
 def supports_star(model) -> str | None:
-    """None if the model can be driven by the engine, else the reason it cannot."""
-    config = model.config
-    if not getattr(model, "_supports_attention_backend", False):
-        return f"model type {config.model_type!r} does not support custom attention functions"
-    if getattr(config, "is_encoder_decoder", False):
-        return "encoder-decoder models are not supported (decoder-only causal LMs only)"
-    layer_types = getattr(config, "layer_types", None)
-    if layer_types and any(t != "full_attention" for t in layer_types):
-        return "models with sliding-window or linear-attention layers are not supported yet"
-    # what the attention function would be handed and cannot honour (attention.UNSUPPORTED):
-    # refused here, before anything runs, rather than answered approximately
-    window = getattr(config, "sliding_window", None)
-    positions = getattr(config, "max_position_embeddings", None)
-    if (isinstance(window, int) and getattr(config, "use_sliding_window", True) is not False
-            and (positions is None or window < positions)):
-        return f"models with a sliding attention window ({window} tokens) are not supported yet"
-    if getattr(config, "attn_logit_softcapping", None):
-        return "models with soft-capped attention logits are not supported yet"
-    if any(name.endswith("sinks") for name, _ in model.named_parameters()):
-        return "models with attention sinks are not supported yet"
-    return None
+    """None if the engine can drive ``model``, else the reason it cannot (its config and class; what
+    it does is checked by running it, ``probe.probe_attention``)."""
+    return config_refusal(model.config, type(model))
 
 
 def _sync(device: torch.device) -> None:
@@ -105,6 +88,9 @@ class StarEngine:
             raise EngineError(reason)
         if model.config._attn_implementation != attention.ATTENTION_NAME:
             raise EngineError(f"load the model with attn_implementation={attention.ATTENTION_NAME!r}")
+        self.layer_shapes, reason = probe_attention(model)
+        if reason:
+            raise EngineError(reason)
         self.model = model
         self.device = next(model.parameters()).device
         self.comm = comm or Comm(device=self.device)
@@ -168,6 +154,7 @@ class StarEngine:
         plan = partition.ranks[self.comm.rank]
         stats = EncodeStats(tokens=plan.num_tokens, blocks=len(plan.blocks))
         self.state.document.capacity = plan.num_tokens
+        self._place_document(partition)
         _sync(self.device)
         start = time.perf_counter()
         if partition.attention == "star":
@@ -183,6 +170,15 @@ class StarEngine:
         stats.seconds = time.perf_counter() - start
         self.run = EngineRun(partition, stats)
         return stats
+
+    def _place_document(self, partition: Partition) -> None:
+        """Where this rank's document KV sits in the document (windows and chunks mask by position)."""
+        blocks = partition.ranks[self.comm.rank].blocks
+        ranges = [(b.start, b.end) for b in blocks] or [(0, 0)]
+        if partition.attention != "ring":  # star and dense ranks hold one contiguous stretch
+            ranges = [(ranges[0][0], ranges[-1][1])]
+        self.state.document_ranges = ranges
+        self.state.total_tokens = partition.num_tokens
 
     def _positions(self, start: int, end: int) -> torch.Tensor:
         return torch.arange(start, end, device=self.device)
@@ -219,10 +215,10 @@ class StarEngine:
     def _join_anchor_broadcast(self, anchor: int) -> None:
         """A rank with no blocks (more ranks than blocks) still takes part in rank 0's per-layer
         anchor broadcasts, which are collectives over every rank."""
-        heads, head_dim = _kv_heads_and_dim(self.model.config)
-        like = torch.empty(1, heads, 0, head_dim, dtype=self.model.dtype, device=self.device)
-        for layer in range(self.model.config.num_hidden_layers):
-            self.state.receive_anchor(layer, like, anchor)
+        for layer, shape in self.layer_shapes.items():
+            like = torch.empty(1, shape.heads, 0, shape.key_dim, dtype=self.model.dtype, device=self.device)
+            like_values = torch.empty(1, shape.heads, 0, shape.value_dim, dtype=self.model.dtype, device=self.device)
+            self.state.receive_anchor(layer, like, anchor, like_values)
 
     def _encode_dense(self, doc_ids, partition: Partition, stats: EncodeStats, on_progress) -> None:
         chunks = plan_dense(partition.num_tokens, self.pass_tokens).ranks[0].blocks
@@ -248,7 +244,8 @@ class StarEngine:
     # --- phase 2 ---------------------------------------------------------------------------------
     def _step(self, ids: list[int], position: int) -> torch.Tensor:
         tensor = torch.tensor(ids, dtype=torch.long, device=self.device)
-        logits = self._forward(tensor, self._positions(position, position + len(ids)), GenerateStep(), want_logits=True)
+        positions = self._positions(position, position + len(ids))
+        logits = self._forward(tensor, positions, GenerateStep(positions=positions, query_start=position), want_logits=True)
         if self.comm.is_last:
             self.state.tail.filled += len(ids)
         return logits
@@ -344,8 +341,7 @@ class StarEngine:
             # fixed shapes: every layer allocated at once, in quanta, so similar questions share a capture
             tail = attention.KVBuffer(-(-(keep + extra) // _TAIL_QUANTUM) * _TAIL_QUANTUM if fixed else keep + extra)
             if fixed:
-                config = self.model.config
-                tail.allocate(config.num_hidden_layers, (1, *_kv_heads_and_dim(config)), self.model.dtype, self.device)
+                tail.allocate(self.layer_shapes, self.model.dtype, self.device)
             for layer in old.keys if keep else ():
                 tail.write(layer, old.keys[layer][:, :, :keep], old.values[layer][:, :, :keep], 0)
             self.state.tail = tail
@@ -383,6 +379,7 @@ class StarEngine:
             if tensor.shape[2] != plan.num_tokens:
                 raise EngineError(f"cached KV holds {tensor.shape[2]} tokens, this rank needs {plan.num_tokens}")
         self.state.document.filled = plan.num_tokens
+        self._place_document(partition)
         self.run = EngineRun(partition, encode)
 
 
@@ -395,12 +392,6 @@ def resolve_decode(name: str, device: torch.device) -> str:
     if name == "graph" and device.type != "cuda":
         raise EngineError("decode mode graph needs a CUDA device")
     return name
-
-
-def _kv_heads_and_dim(config) -> tuple[int, int]:
-    heads = config.num_key_value_heads or config.num_attention_heads
-    head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
-    return heads, head_dim
 
 
 def _passes(blocks: list, pass_tokens: int) -> list[list]:

@@ -44,7 +44,7 @@ class DecodeStep:
         self.positions = torch.zeros(1, dtype=torch.long, device=device)
         self.tail_length = torch.zeros((), dtype=torch.long, device=device)
         self._forward = forward
-        self._step = GenerateStep(tail_length=self.tail_length)
+        self._step = GenerateStep(tail_length=self.tail_length, positions=self.positions)
         self._graph: torch.cuda.CUDAGraph | None = None
         self._logits: torch.Tensor | None = None
         self.capture_seconds = 0.0  # spent capturing, in the call that did it

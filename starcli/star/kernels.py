@@ -26,6 +26,7 @@ from typing import Callable
 import torch
 
 from ..errors import UsageError
+from .masks import PLAIN, LayerPattern
 from .merge import merge_partials, merge_stacked
 
 KERNELS = ("auto", "flash-attn", "cudnn", "flash-sdpa", "cpu-flash", "math")
@@ -38,10 +39,12 @@ class KernelError(UsageError, RuntimeError):
     pass
 
 
-def empty_partial(q: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """The result of attending to no keys: out 0, lse -inf (merges as a no-op)."""
+def empty_partial(q: torch.Tensor, value_dim: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """The result of attending to no keys: out 0, lse -inf (merges as a no-op). ``value_dim``: the
+    values' head size where it differs from the queries' (multi-head latent attention)."""
     b, h, s, d = q.shape
-    return q.new_zeros(b, h, s, d), torch.full((b, h, s), float("-inf"), device=q.device, dtype=torch.float32)
+    out = q.new_zeros(b, h, s, value_dim or d)
+    return out, torch.full((b, h, s), float("-inf"), device=q.device, dtype=torch.float32)
 
 
 def _group_queries(q: torch.Tensor, num_kv_heads: int) -> torch.Tensor:
@@ -63,14 +66,22 @@ def _expand_kv(x: torch.Tensor, num_q_heads: int) -> torch.Tensor:
     return x if groups == 1 else x.repeat_interleave(groups, dim=1)
 
 
-def _math(q, k, v, causal: bool, scale: float, key_end: torch.Tensor | int | None = None):
-    """Reference kernel: float32 scores, exact softmax, query rows in chunks to bound memory.
+def _math(q, k, v, causal: bool, scale: float):
+    """Reference kernel: float32 scores, exact softmax (bottom-right causal)."""
+    sq, sk = q.shape[2], k.shape[2]
+    query_positions = torch.arange(sk - sq, sk, device=q.device) if causal else None
+    key_positions = torch.arange(sk, device=q.device) if causal else None
+    return positional_attention(q, k, v, query_positions, key_positions, causal=causal, scale=scale)
 
-    ``key_end`` (causal only): the keys end there instead of at Sk, bottom-right aligned; the
-    keys after it are masked out. It may be a 0-dim device tensor (see ``attention_upto``)."""
+
+def positional_attention(q, k, v, query_positions, key_positions, *, causal: bool, scale: float,
+                         pattern: LayerPattern = PLAIN):
+    """Attention in float32 with an explicit mask from token positions (``query_positions`` (Sq,),
+    ``key_positions`` (Sk,), integer tensors on q's device; None when nothing is masked), query rows
+    in chunks to bound the (rows × Sk) score matrix. Rows that see no key give out 0, lse -inf.
+    Every masked or soft-capped call lands here; so does the CPU's reference path."""
     b, hq, sq, d = q.shape
-    hkv, sk = k.shape[1], k.shape[2]
-    diagonal = (sk if key_end is None else key_end) - sq
+    hkv = k.shape[1]
     groups = hq // hkv
     kf = k.float().unsqueeze(2)  # (B, Hkv, 1, Sk, D): broadcast over the query group, no copy
     vf = v.float().unsqueeze(2)
@@ -79,15 +90,19 @@ def _math(q, k, v, causal: bool, scale: float, key_end: torch.Tensor | int | Non
     for lo in range(0, sq, _MATH_QUERY_CHUNK):
         hi = min(lo + _MATH_QUERY_CHUNK, sq)
         scores = torch.matmul(qf[:, :, :, lo:hi], kf.transpose(-1, -2)) * scale  # (B,Hkv,G,rows,Sk)
-        if causal:
-            rows = torch.arange(lo, hi, device=q.device).unsqueeze(1) + diagonal
-            cols = torch.arange(sk, device=q.device).unsqueeze(0)
-            scores = scores.masked_fill(cols > rows, float("-inf"))
+        if pattern.softcap:
+            scores = torch.tanh(scores / pattern.softcap) * pattern.softcap
+        seen = None
+        if query_positions is not None:
+            seen = pattern.visible(query_positions[lo:hi], key_positions, causal)
+        if seen is not None:
+            scores = scores.masked_fill(~seen, float("-inf"))
         lse = torch.logsumexp(scores, dim=-1)
-        probs = torch.exp(scores - lse.unsqueeze(-1))
+        # a row that sees no key has lse -inf: shift it by 0 so its weights are 0, not NaN
+        probs = torch.exp(scores - torch.where(torch.isinf(lse), 0.0, lse).unsqueeze(-1))
         outs.append(torch.matmul(probs, vf))
         lses.append(lse)
-    out = torch.cat(outs, dim=3).reshape(b, hq, sq, d)
+    out = torch.cat(outs, dim=3).reshape(b, hq, sq, v.shape[-1])
     lse = torch.cat(lses, dim=3).reshape(b, hq, sq)
     return out.to(q.dtype), lse
 
@@ -213,6 +228,8 @@ def attention_with_lse(
         return merge_partials(*head, *tail)
     if kernel in _HALF_PRECISION_ONLY and q.dtype not in (torch.float16, torch.bfloat16):
         kernel = "math"  # the fused CUDA kernels take fp16/bf16 only
+    if kernel != "math" and v.shape[-1] != q.shape[-1]:
+        return _with_equal_head_sizes(q, k, v, causal, scale, kernel)
     impl = _IMPLEMENTATIONS[kernel]
     if not causal and kernel in _HALF_PRECISION_ONLY and q.shape[2] * q.shape[1] // k.shape[1] <= _SPLIT_MAX_QUERIES and sk >= 2 * _SPLIT_CHUNK:
         return _split_keys(q, k, v, scale, kernel)
@@ -222,11 +239,67 @@ def attention_with_lse(
     return impl(q, k, v, causal, scale)
 
 
-def attention_upto(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, key_end: torch.Tensor, scale: float):
+def _with_equal_head_sizes(q, k, v, causal: bool, scale: float, kernel: str):
+    """Values with another head size than queries and keys (multi-head latent attention), through
+    kernels that want one size: zeros appended to the smaller side change neither the scores
+    (zero query/key dimensions) nor the wanted output columns (zero value dimensions)."""
+    dq, dv = q.shape[-1], v.shape[-1]
+    if dv < dq:
+        out, lse = attention_with_lse(q, k, torch.nn.functional.pad(v, (0, dq - dv)), causal=causal, scale=scale, kernel=kernel)
+        return out[..., :dv], lse
+    pad = (0, dv - dq)
+    return attention_with_lse(torch.nn.functional.pad(q, pad), torch.nn.functional.pad(k, pad), v, causal=causal,
+                              scale=scale, kernel=kernel)
+
+
+def attention_at(q, k, v, *, query_start: int, key_start: int, causal: bool, scale: float, kernel: str,
+                 pattern: LayerPattern = PLAIN) -> tuple[torch.Tensor, torch.Tensor]:
+    """Attention of queries at positions ``query_start``… over keys at ``key_start``…, seeing only
+    what ``pattern`` lets each query see. ``causal`` calls have their keys end with the queries.
+
+    The keys no query sees are cut off first; when every query then sees every key left, a fused
+    kernel runs as for a plain layer. Otherwise the masked float32 kernel runs over chunks of
+    queries, each with only the keys it may see, so a sliding window costs O(S · W), not O(S²)."""
+    if pattern.plain:
+        return attention_with_lse(q, k, v, causal=causal, scale=scale, kernel=kernel)
+    sq, sk = q.shape[2], k.shape[2]
+    query_end = query_start + sq
+    key_end = key_start + sk
+    first = max(key_start, pattern.first_visible(query_start))
+    if first >= key_end or sq == 0:
+        return empty_partial(q, v.shape[-1])
+    k, v = k[:, :, first - key_start :], v[:, :, first - key_start :]
+    if not pattern.softcap and pattern.first_visible(query_end - 1) <= first:
+        return attention_with_lse(q, k, v, causal=causal, scale=scale, kernel=kernel)
+    outs, lses = [], []
+    for lo in range(0, sq, _MATH_QUERY_CHUNK):
+        hi = min(lo + _MATH_QUERY_CHUNK, sq)
+        chunk_first = max(first, pattern.first_visible(query_start + lo))
+        chunk_end = min(key_end, query_start + hi) if causal else key_end
+        if chunk_first >= chunk_end:
+            out, lse = empty_partial(q[:, :, lo:hi], v.shape[-1])
+        else:
+            keys = slice(chunk_first - first, chunk_end - first)
+            out, lse = positional_attention(
+                q[:, :, lo:hi], k[:, :, keys], v[:, :, keys],
+                torch.arange(query_start + lo, query_start + hi, device=q.device),
+                torch.arange(chunk_first, chunk_end, device=q.device), causal=causal, scale=scale, pattern=pattern,
+            )
+        outs.append(out)
+        lses.append(lse)
+    return torch.cat(outs, dim=2), torch.cat(lses, dim=2)
+
+
+def attention_upto(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, key_end: torch.Tensor, scale: float,
+                   pattern: LayerPattern = PLAIN, key_start: int = 0):
     """Causal attention of q (B, Hq, S, D) over the first ``key_end`` of the keys k/v (B, Hkv, C, D):
     query i sees keys j <= key_end - S + i. ``key_end`` is a 0-dim integer tensor on q's device, so
     the shapes depend on the buffer's capacity C alone and one captured CUDA graph serves every
     decoding step while the length moves on the device. Keys past ``key_end`` must be finite (a
     masked score is -inf, but 0 · NaN would still be NaN). Returns (out, lse) like
-    ``attention_with_lse``."""
-    return _math(q, k, v, True, scale, key_end=key_end)
+    ``attention_with_lse``. Slot 0 holds position ``key_start``: a ``pattern``'s window or chunk
+    masks by position."""
+    s = q.shape[2]
+    slots = torch.arange(k.shape[2], device=q.device) + key_start
+    queries = key_end - s + torch.arange(s, device=q.device) + key_start
+    return positional_attention(q, k, v, queries, slots, causal=True, scale=scale, pattern=pattern)
