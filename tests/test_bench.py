@@ -312,12 +312,28 @@ def test_a_random_model_folder_loads_through_the_session(tmp_path):
 
 
 def test_a_cell_too_slow_for_the_machine_is_not_run(monkeypatch, capsys, one_thread):
-    """bench --lengths 1m on a small CPU: the cell's least time at the measured peak is over the
-    limit, so it is reported, not run for hours."""
+    """bench --lengths 1m on a small CPU: the cell's estimated time is over the limit, so it is
+    reported, not run for hours."""
     from starcli.tools.bench import runner
 
     monkeypatch.setattr(runner, "MAX_CELL_SECONDS", 1e-6)
     report = benchmark(lengths="256", modes="dense", **FAST)
     cell = report["cells"][0]
-    assert cell["status"] == "skipped" and "too slow here: at least" in cell["note"]
+    assert cell["status"] == "skipped" and "too slow here: about" in cell["note"]
     assert "too slow here" in capsys.readouterr().out
+    assert report["attention_tflops_per_rank"][0] > 0
+
+
+def test_the_estimate_charges_attention_at_its_own_rate():
+    """A million tokens through the tiny shape: matmuls are a rounding error, the causal attention
+    is 2.6e14 FLOP. At a matmul peak alone that looked like minutes; at a CPU attention rate a
+    hundred times lower it is hours, and the cell is refused."""
+    from starcli.tools.bench.cells import CellSpec
+
+    dims = ModelDims.from_config(SHAPES["tiny"])
+    million = 1 << 20
+    spec = CellSpec(mode="dense", length=million, partition=plan_dense(million, DEFAULT_PASS_TOKENS))
+    fast_attention = runner.cell_seconds(spec, dims, 32, matmul_rate=1e12, attention_rate=1e12)
+    slow_attention = runner.cell_seconds(spec, dims, 32, matmul_rate=1e12, attention_rate=1e10)
+    assert fast_attention < runner.MAX_CELL_SECONDS < slow_attention
+    assert slow_attention == pytest.approx(dims.attention_flops(million * (million + 1) // 2) / 1e10, rel=0.01)

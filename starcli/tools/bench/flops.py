@@ -83,17 +83,25 @@ def linear_tokens(partition: Partition, rank: int) -> int:
     return sum(b.length for b in partition.ranks[rank].blocks)
 
 
+def phase1_parts(dims: ModelDims, partition: Partition) -> list[tuple[int, int]]:
+    """(matmul FLOPs 2·P·tokens, attention FLOPs over the method's score entries) of phase 1 on each rank."""
+    return [(2 * dims.linear_params * linear_tokens(partition, r), dims.attention_flops(score_entries(partition, r)))
+            for r in range(partition.world_size)]
+
+
 def phase1_flops(dims: ModelDims, partition: Partition) -> list[int]:
     """FLOPs of phase 1 on each rank: 2·P·tokens + attention over the method's score entries."""
-    return [
-        2 * dims.linear_params * linear_tokens(partition, r) + dims.attention_flops(score_entries(partition, r))
-        for r in range(partition.world_size)
-    ]
+    return [linear + attention for linear, attention in phase1_parts(dims, partition)]
+
+
+def forward_parts(dims: ModelDims, tokens: int) -> tuple[int, int]:
+    """(matmul FLOPs, attention FLOPs) of one causal forward of ``tokens`` tokens with logits for
+    the last one only (the hf-dense row)."""
+    return 2 * dims.linear_params * tokens + 2 * dims.hidden * dims.vocab, dims.attention_flops(_triangle(tokens))
 
 
 def forward_flops(dims: ModelDims, tokens: int) -> int:
-    """One causal forward of ``tokens`` tokens with logits for the last one only (the hf-dense row)."""
-    return 2 * dims.linear_params * tokens + dims.attention_flops(_triangle(tokens)) + 2 * dims.hidden * dims.vocab
+    return sum(forward_parts(dims, tokens))
 
 
 def estimate_cell_bytes(

@@ -21,7 +21,7 @@ from ...star.engine import resolve_decode
 from .cells import (ENGINE_MODES, HF_MODES, SINGLE_PROCESS_MODES, WARMUP_LENGTH, BenchSettings, CellSpec,
                     command_line, plan_cells, warmup_spec)
 from .table import fmt_value, cell_note
-from .flops import GIB, ModelDims, estimate_cell_bytes, forward_flops, phase1_flops
+from .flops import GIB, ModelDims, estimate_cell_bytes, forward_parts, phase1_parts
 
 # Matmul ceiling sizes: large enough to reach the device's peak, small enough to take seconds.
 _MATMUL_SIZE = {"cuda": 8192, "cpu": 2048}
@@ -51,16 +51,43 @@ def _total_bytes(device: torch.device, ranks_here: int = 1) -> Optional[int]:
         return None
 
 
-# A cell that would take longer than this at the measured matmul peak (a floor: attention and the
-# rest run slower) is not started: its row says what it would have cost.
+# A cell estimated to take longer than this here is not started: its row says what it would cost.
 MAX_CELL_SECONDS = 3600.0
+# Tokens of the causal attention call timed for the estimate: long enough for the kernel's steady
+# rate, short enough to cost a fraction of a second.
+_ATTENTION_PROBE_TOKENS = {"cuda": 16384, "cpu": 2048}
+
+
+def cell_seconds(spec: CellSpec, dims: ModelDims, question_tokens: int, matmul_rate: float, attention_rate: float) -> float:
+    """What the cell's prompt should take on its slowest rank: its matmuls at the measured matmul
+    rate, its attention at the measured attention rate (which a matmul peak alone would overstate
+    many times on a CPU or with small heads)."""
+    parts = [forward_parts(dims, spec.length + question_tokens)] if spec.mode in HF_MODES else phase1_parts(dims, spec.partition)
+    return max(linear / matmul_rate + attention / attention_rate for linear, attention in parts)
 
 
 def cell_flops(spec: CellSpec, dims: ModelDims, question_tokens: int) -> list[int]:
     """FLOPs of the cell's prompt per rank: transformers' one forward, or the engine's phase 1."""
-    if spec.mode in HF_MODES:
-        return [forward_flops(dims, spec.length + question_tokens)]
-    return phase1_flops(dims, spec.partition)
+    parts = [forward_parts(dims, spec.length + question_tokens)] if spec.mode in HF_MODES else phase1_parts(dims, spec.partition)
+    return [linear + attention for linear, attention in parts]
+
+
+def measure_attention_rate(kernel: str, dims: ModelDims, device: torch.device, dtype: torch.dtype) -> float:
+    """FLOP/s of the engine's attention kernel in one causal call with the model's heads (median of 3)."""
+    from ...star.kernels import attention_with_lse
+
+    n = _ATTENTION_PROBE_TOKENS.get(device.type, 2048)
+    gen = torch.Generator(device=device).manual_seed(0)
+    q = torch.randn(1, dims.q_heads, n, dims.head_dim, device=device, dtype=dtype, generator=gen)
+    kv = torch.randn(2, dims.kv_heads, n, dims.head_dim, device=device, dtype=dtype, generator=gen)
+    times = []
+    for _ in range(4):
+        _sync(device)
+        start = time.perf_counter()
+        attention_with_lse(q, kv[:1], kv[1:], causal=True, kernel=kernel)
+        _sync(device)
+        times.append(time.perf_counter() - start)
+    return 4 * dims.q_heads * dims.head_dim * (n * (n + 1) // 2) / statistics.median(times[1:])
 
 
 def _free_bytes(device: torch.device) -> Optional[int]:
@@ -408,8 +435,10 @@ def run_bench(settings: BenchSettings, comm: Comm, log: Callable[[str], None] = 
 
     matmul_size = settings.matmul_size or _MATMUL_SIZE.get(device.type, 2048)
     peak = measure_matmul_peak(device, dtype, matmul_size)
-    peaks = comm.gather_objects(peak, dst=0)
-    log(f"matmul peak {peak / 1e12:.2f} TFLOP/s ({settings.dtype}); kernel {engine.kernel}; {world} rank(s)")
+    attention_rate = measure_attention_rate(engine.kernel, dims, device, dtype)
+    rates = comm.gather_objects((peak, attention_rate), dst=0)
+    log(f"matmul peak {peak / 1e12:.2f} TFLOP/s ({settings.dtype}); attention {attention_rate / 1e12:.3f} TFLOP/s; "
+        f"kernel {engine.kernel}; {world} rank(s)")
 
     # warm kernels and the allocator once per mode, untimed
     warm_length = min(min(settings.lengths), WARMUP_LENGTH)
@@ -426,7 +455,9 @@ def run_bench(settings: BenchSettings, comm: Comm, log: Callable[[str], None] = 
 
     # rank 0's figures, so that every rank skips the same cells (their collectives must pair up)
     capacity = comm.broadcast_int(_total_bytes(device, 1 if device.type == "cuda" else world) or 0, src=0)
-    slowest = comm.broadcast_int(int(min(peaks) if comm.rank == 0 else 0), src=0) or peak
+    # the slowest rank's rates, from rank 0 so that every rank skips the same cells
+    slowest = comm.broadcast_int(int(min(r[0] for r in rates) if comm.rank == 0 else 0), src=0) or peak
+    slowest_attention = comm.broadcast_int(int(min(r[1] for r in rates) if comm.rank == 0 else 0), src=0) or attention_rate
     unit = "GPU" if device.type == "cuda" else "rank"
     results = []
     for spec in cells:
@@ -440,13 +471,13 @@ def run_bench(settings: BenchSettings, comm: Comm, log: Callable[[str], None] = 
                                     f"the {unit} has {capacity / GIB:.1f} GiB")
                 spec.estimated_need = need
         if not spec.skip_reason:
-            floor_s = max(cell_flops(spec, dims, settings.question_tokens)) / slowest
-            if floor_s > MAX_CELL_SECONDS:
+            seconds = cell_seconds(spec, dims, settings.question_tokens, slowest, slowest_attention)
+            if seconds > MAX_CELL_SECONDS:
                 spec = copy.copy(spec)
-                spec.skip_reason = (f"too slow here: at least {floor_s / 3600:.1f} h at this device's measured "
-                                    f"{slowest / 1e12:.2f} TFLOP/s")
+                spec.skip_reason = (f"too slow here: about {seconds / 3600:.1f} h at the rates measured on this device "
+                                    f"(matmul {slowest / 1e12:.2f}, attention {slowest_attention / 1e12:.3f} TFLOP/s)")
             else:
-                log(f"{spec.mode} {spec.length}: starting (at least {floor_s:.0f} s at the measured peak)")
+                log(f"{spec.mode} {spec.length}: starting (about {seconds:.0f} s at the measured rates)")
         if not spec.skip_reason:
             for _ in range(settings.repeats):
                 samples.append(runner.sample(spec, settings.decode_warmup, settings.decode_tokens))
@@ -484,7 +515,8 @@ def run_bench(settings: BenchSettings, comm: Comm, log: Callable[[str], None] = 
         "kernel": engine.kernel,
         "world_size": world,
         "matmul_peak_tflops": peak / 1e12,
-        "matmul_peak_tflops_per_rank": [p / 1e12 for p in peaks],
+        "matmul_peak_tflops_per_rank": [r[0] / 1e12 for r in rates],
+        "attention_tflops_per_rank": [r[1] / 1e12 for r in rates],
         "matmul": {"size": matmul_size, "dtype": settings.dtype},
         "memory_measure": ("torch.cuda.max_memory_allocated per cell, weights included" if device.type == "cuda"
                            else "process peak RSS (lifetime high-water mark, not reset per cell)"),
