@@ -106,3 +106,26 @@ def test_family_refused_before_loading(family, tmp_path):
     message = str(refused.value)
     assert REFUSED_BEFORE_LOADING[family] in message and repr(family_config(family).model_type) in message
     assert "\n" not in message
+
+
+def test_the_cli_refuses_a_family_in_one_line_before_reading_weights(tmp_path):
+    """``starcli ask --model`` on a Falcon folder whose weights file is garbage: the refusal names
+    the family and comes before the weights would have failed to load."""
+    import os
+    import subprocess
+    import sys
+
+    from starcli.tools.random_model import byte_tokenizer
+
+    model = tmp_path / "falcon"
+    family_config("falcon").save_pretrained(model)
+    byte_tokenizer().save_pretrained(model)
+    (model / "model.safetensors").write_bytes(b"\0" * 1024)
+    (tmp_path / "doc.txt").write_text("a short document")
+    env = {**os.environ, "NO_COLOR": "1", "STARCLI_CACHE": str(tmp_path / "cache"), "HF_HUB_OFFLINE": "1"}
+    done = subprocess.run([sys.executable, "-m", "starcli", "ask", str(tmp_path / "doc.txt"), "q?", "--model", str(model),
+                           "--device", "cpu"], capture_output=True, text=True, env=env, timeout=120)
+    assert done.returncode == 1, done.stderr
+    lines = done.stderr.strip().splitlines()
+    assert lines[-1].startswith("starcli: error: ") and "'falcon' computes attention inside its own layers" in lines[-1]
+    assert "Traceback" not in done.stderr and done.stdout == ""

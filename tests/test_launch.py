@@ -79,8 +79,10 @@ def test_a_node_that_never_comes_ends_the_run_in_bounded_time(tiny_model_dir, do
          "--nnodes", "2", "--node-rank", "0", "--rdzv-endpoint", endpoint, "--timeout", "5"],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
     started = time.monotonic()
-    time.sleep(3)
-    tree = _descendants(proc.pid)  # torchrun, waiting for the other node
+    tree = []
+    while not tree and proc.poll() is None and time.monotonic() - started < 60:
+        time.sleep(0.5)
+        tree = _descendants(proc.pid)  # torchrun, waiting for the other node
     assert tree
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 1 and "not every node joined the rendezvous" in err and "Traceback" not in err, err

@@ -10,14 +10,15 @@ from .requests import Placement
 
 def model_and_tokenizer(settings: RunSettings, emit: Emit):
     """(resolved model spec, its tokenizer): converts into the cache if needed, and refuses a model
-    that ships its own code, or whose family the engine cannot run, before anything from it is loaded."""
-    from ..model.load import check_family, check_remote_code, load_tokenizer
+    that ships its own code before anything from it is loaded. (A family the engine cannot run is
+    refused where the weights load, ``model.load.check_family``: reading its class here would cost
+    a launcher process the model code's imports.)"""
+    from ..model.load import check_remote_code, load_tokenizer
     from ..model.resolve import resolve_model
 
     spec = resolve_model(settings.model, progress=lambda name, done, total: emit(events.Stage(name, done, total)),
                          allow_pickle=settings.allow_pickle)
     check_remote_code(spec, settings.trust_remote_code)
-    check_family(spec, settings.trust_remote_code)
     return spec, load_tokenizer(spec.path, settings.trust_remote_code)
 
 
