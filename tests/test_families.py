@@ -33,8 +33,10 @@ REFUSED_BY_BEHAVIOUR = {
     "recurrent-gemma": "2 of 3 layers without softmax attention",
     "nemotron": "does not hand the engine's state to its attention layers",
 }
-# refused from the config and class alone, before any weight is read
+# refused before any weight is read: from the config and class, or by what the model does on the
+# meta device (no weights); the families above too
 REFUSED_BEFORE_LOADING = {
+    **REFUSED_BY_BEHAVIOUR,
     "falcon": "computes attention inside its own layers",
     "gptj": "computes attention inside its own layers",
     "gpt-neo": "computes attention inside its own layers",

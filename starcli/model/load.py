@@ -67,9 +67,31 @@ def check_family(spec: ModelSpec, trust_remote_code: bool = False) -> None:
     model_class = MODEL_FOR_CAUSAL_LM_MAPPING.get(type(config), None)
     if model_class is None:
         raise ModelError(f"{spec.name}: model type {config.model_type!r} is not a causal language model transformers knows")
-    reason = config_refusal(config, model_class)
+    reason = config_refusal(config, model_class) or _probe_without_weights(config)
     if reason:
         raise ModelError(f"{spec.name}: {reason}")
+
+
+def _probe_without_weights(config) -> str | None:
+    """What the model does with its attention (``star.probe``), run on the meta device: shapes and
+    calls without a single weight read. A model that reads a value on the host cannot run there;
+    the engine probes it again once loaded."""
+    import copy
+
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from ..star import attention
+    from ..star.probe import probe_attention
+
+    attention.register()
+    try:
+        with torch.device("meta"), quiet_transformers():
+            model = AutoModelForCausalLM.from_config(copy.deepcopy(config), attn_implementation=attention.ATTENTION_NAME,
+                                                     dtype=torch.bfloat16)
+        return probe_attention(model)[1]
+    except Exception:  # noqa: BLE001 - whatever meta tensors cannot run is decided after loading
+        return None
 
 
 def load_model(
