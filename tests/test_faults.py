@@ -442,6 +442,9 @@ SURVIVES = {
     # the detector's first guess for this one is cp1257, which turns "reçu" into "reįu"
     "latin-1 French words": _text_case("latin-1", "la français hôtel reçu et château leçon café à déjà première "
                                        "réunion première ça\n", b"", "not valid UTF-8: read as cp1252 (detected)"),
+    # read as Big5 before: "è" and the "r" after it made one ideograph
+    "latin-1 French line read as Chinese": _text_case("latin-1", "voiture au peu mère.\n", b"",
+                                                      "not valid UTF-8: read as cp1252 (detected)"),
     "UTF-8 with 3 bad bytes": _text_case("utf-8", "Grüße aus Köln, naïve café.\n", b"bad: \xff\xfe\xe9\n",
                                          "not valid UTF-8: read as UTF-8 with 3 undecodable byte(s) replaced"),
     "same file by relative and absolute path": same_file_two_names,

@@ -106,6 +106,20 @@ def _reads_as_western(data: bytes) -> bool:
     return letters <= _WESTERN_LETTERS
 
 
+# Short Western text with a few accented letters also fits a double-byte East Asian code page: an
+# accented byte and the letter after it read as one ideograph ("reçu" as "re" + a Big5 character +
+# ""). Real Chinese, Japanese or Korean text runs such characters together; read alone among ASCII
+# letters, they are accented letters, and windows-1252 wins when it gives only Western letters.
+_DOUBLE_BYTE = frozenset(("big5", "big5hkscs", "cp932", "cp949", "cp950", "euc_jis_2004", "euc_jisx0213", "euc_jp",
+                          "euc_kr", "gb18030", "gb2312", "gbk", "hz", "johab", "shift_jis", "shift_jis_2004",
+                          "shift_jisx0213"))
+
+
+def _scattered_among_ascii(text: str) -> bool:
+    """No two characters beyond ASCII side by side."""
+    return not any(ord(a) > 127 and ord(b) > 127 for a, b in zip(text, text[1:]))
+
+
 def _legacy(data: bytes) -> Decoded:
     """Text in a legacy encoding, as a well-kept detector judges it, or NotText."""
     from charset_normalizer import from_bytes
@@ -115,7 +129,10 @@ def _legacy(data: bytes) -> Decoded:
         raise NotText(REASON_UNDECODABLE)
     least_chaos = min(m.chaos for m in matches)
     close = any(m.chaos <= least_chaos + _CHAOS_MARGIN and _PREFERRED_LEGACY in m.could_be_from_charset for m in matches)
-    encoding = _PREFERRED_LEGACY if close and _reads_as_western(data) else matches[0].encoding
+    encoding = matches[0].encoding
+    misread_ideographs = encoding in _DOUBLE_BYTE and _scattered_among_ascii(data.decode(encoding, errors="replace"))
+    if (close or misread_ideographs) and _reads_as_western(data):
+        encoding = _PREFERRED_LEGACY
     text = data.decode(encoding, errors="replace")
     _check_plausible(text)
     return Decoded(_normalise(text), f"not valid UTF-8: read as {encoding} (detected)")
