@@ -23,6 +23,10 @@ what the pass is:
   merged by log-sum-exp, so every rank ends with the exact global result. With a device-side
   ``tail_length`` the step has the same shapes every time (a preallocated tail masked by length),
   which is what lets the one-token step run as a captured CUDA graph.
+
+A layer with a sliding window, a chunk or a soft cap (``masks.LayerPattern``) attends by token
+position in every step (each call knows where its queries and keys sit in the document); a layer
+with attention sinks gets them once its partials are merged (``attend``).
 """
 
 from __future__ import annotations
