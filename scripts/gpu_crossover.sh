@@ -20,8 +20,8 @@ step() {  # seconds, then the command
 [ "${DENSE:-1}" = 1 ] && step 200 python3 scripts/gpu_dense_profile.py --shape qwen2.5-0.5b --lengths 30k,128k \
   --repeats 3 ${CANDIDATES:---candidates} --out "$WORK/profile"
 step 240 python3 scripts/gpu_crossover.py --shape qwen2.5-0.5b --lengths ${LENGTHS:-8k,16k,32k,64k,96k,128k} \
-  --repeats 3 --out "$WORK/crossover"
+  --configs "${CONFIGS_SMALL:-baselines,star 16K+relay,star 8K+relay,auto}" --repeats 3 --out "$WORK/crossover"
 [ "${LARGE:-1}" = 1 ] && step 200 python3 scripts/gpu_crossover.py --shape llama3-8b --lengths 64k,128k \
-  --configs "baselines,star 16K+relay,auto" --repeats 1 --out "$WORK/crossover"
+  --configs "${CONFIGS_LARGE:-baselines,star 16K+relay,auto}" --repeats 1 --out "$WORK/crossover"
 cp "$WORK/stderr.log" "$OUT/" 2>/dev/null
 tar -C "$WORK" -czf "$OUT/reports.tar.gz" .
