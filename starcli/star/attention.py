@@ -33,7 +33,7 @@ import torch
 
 from . import split_kv
 from .comm import Comm
-from .kernels import attention_upto, attention_with_lse, empty_partial
+from .kernels import attention_upto, attention_with_lse, causal_attention, empty_partial
 from .merge import merge_many, merge_partials
 
 ATTENTION_NAME = "star"
@@ -233,9 +233,9 @@ class AttentionState:
         offset = self.document.filled
         earlier = self.document.read(layer, end=offset)
         self.document.write(layer, k, v, offset)
+        if earlier is None or offset == 0:  # nothing to merge with: no LSE needed
+            return causal_attention(q, k, v, scale=scale, kernel=self.kernel)
         own = self._attend(q, k, v, True, scale)
-        if earlier is None or offset == 0:
-            return own[0]
         past = self._attend(q, earlier[0], earlier[1], False, scale)
         return merge_partials(*own, *past)[0]
 
