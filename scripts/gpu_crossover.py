@@ -22,6 +22,7 @@ from starcli.tools.bench.command import benchmark
 # and fixed-size blocks with relay = block (docs/accuracy.md), then auto where the bench has it.
 CONFIGS = [
     ("baselines", dict(modes="hf-dense,dense,star")),
+    ("exact", dict(modes="hf-dense,dense")),
     ("star 16K+relay", dict(modes="star", block_sizes="16k", relays="16k")),
     ("star 8K+relay", dict(modes="star", block_sizes="8k", relays="8k")),
     ("auto", dict(modes="auto")),

@@ -80,7 +80,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--out", default="gpu-out")
     parser.add_argument("--device", default="cuda")
-    parser.add_argument("--candidates", action="store_true", help="also time the candidate changes below")
+    parser.add_argument("--candidates", default="", help="comma list of CANDIDATES (changes tried by patching) to time too")
     args = parser.parse_args()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -122,7 +122,8 @@ def main() -> None:
         session.engine.reset()
         session.encode(doc, partition)
         profile(lambda: session.answer(question, max_new_tokens=1, loop_guard=False), out / f"profile-prefill-{length}.txt")
-        for name, patch in CANDIDATES.items() if args.candidates else ():
+        for name in [c for c in args.candidates.split(",") if c]:
+            patch = CANDIDATES[name]
             with patch():
                 times = []
                 for _ in range(args.repeats + 1):
