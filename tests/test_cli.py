@@ -90,7 +90,7 @@ def test_auto_is_the_default_and_says_what_it_chose(tiny_model_dir, doc, monkeyp
     assert result.exit_code == 0, result.stderr
     data = json.loads(result.stdout)
     # a short document on the CPU: dense, where star was measured slower (star.policy.CPU)
-    assert data["attention"] == "dense" and data["attention_reason"].startswith("auto: dense is faster")
+    assert data["attention"] == "dense" and data["attention_reason"].startswith("auto: on the CPU")
     report = invoke("ask", doc, "q?", *base(tiny_model_dir))
     assert "attention      dense:" in report.stderr and data["attention_reason"] in report.stderr
     # the same answer as dense asked for by name, whose report says it was given
