@@ -45,7 +45,7 @@ class StarOptions:
     attention: Attention = "auto"
     block_size: Annotated[Optional[int], typer.Option(envvar="STARCLI_BLOCK_SIZE", help="Tokens per block (default: auto's choice; with --attention star about N/4, a multiple of 128).")] = None
     anchor_size: Annotated[Optional[int], typer.Option(envvar="STARCLI_ANCHOR_SIZE", help="Anchor tokens (default: the block size).")] = None
-    relay: Annotated[Optional[int], typer.Option(envvar="STARCLI_RELAY", help="Tokens at the end of the previous block each block also attends to through their cached KV; 0 for plain star (default: the whole block with default blocks, else 0).")] = None
+    relay: Annotated[Optional[int], typer.Option(envvar="STARCLI_RELAY", help="Tokens at the end of the previous block each block also attends to through their cached KV; 0 for plain star (default: auto's choice; with --attention star the whole block with default blocks, else 0).")] = None
 
 
 @dataclass
