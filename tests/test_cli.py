@@ -32,7 +32,8 @@ def base(model):
 
 
 def test_ask_streams_answer_and_reports_on_stderr(tiny_model_dir, doc):
-    result = invoke("ask", doc, "where is the retry logic?", *base(tiny_model_dir))
+    # star: this random model's answer under dense (auto's choice here) is blank, nothing to see on stdout
+    result = invoke("ask", doc, "where is the retry logic?", *base(tiny_model_dir), "--attention", "star")
     assert result.exit_code == 0, result.stderr
     assert result.stdout.strip()
     assert "--- starcli report ---" in result.stderr and "phase 1" in result.stderr
@@ -85,6 +86,33 @@ def test_attention_modes_agree_when_one_block(tiny_model_dir, doc):
     assert len(answers) == 1
 
 
+def test_auto_is_the_default_and_says_what_it_chose(tiny_model_dir, doc, monkeypatch):
+    result = invoke("ask", doc, "q?", *base(tiny_model_dir), "--json")
+    assert result.exit_code == 0, result.stderr
+    data = json.loads(result.stdout)
+    # a short document on the CPU: dense, where star was measured slower (star.policy.CPU)
+    assert data["attention"] == "dense" and data["attention_reason"].startswith("auto: on the CPU")
+    report = invoke("ask", doc, "q?", *base(tiny_model_dir))
+    assert "attention      dense:" in report.stderr and data["attention_reason"] in report.stderr
+    # the same answer as dense asked for by name, whose report says it was given
+    given = json.loads(invoke("ask", doc, "q?", *base(tiny_model_dir), "--json", "--attention", "dense").stdout)
+    assert given["answers"][0]["answer"] == data["answers"][0]["answer"]
+    assert given["attention_reason"] == "given: --attention dense"
+    monkeypatch.setenv("STARCLI_ATTENTION", "star")
+    star = json.loads(invoke("ask", doc, "q?", *base(tiny_model_dir), "--json").stdout)
+    assert star["attention"] == "star" and star["blocks"] == 4 and star["attention_reason"] == "given: --attention star"
+
+
+def test_block_options_with_auto_run_star_with_them(tiny_model_dir, doc):
+    result = invoke("ask", doc, "q?", *base(tiny_model_dir), "--json", "--block-size", "64")
+    assert result.exit_code == 0, result.stderr
+    data = json.loads(result.stdout)
+    assert (data["attention"], data["block_size"], data["relay"]) == ("star", 64, 0)
+    assert data["attention_reason"] == "auto: --block-size given: star with those blocks"
+    plain = invoke("ask", doc, "q?", *base(tiny_model_dir), "--attention", "star", "--block-size", "64", "--json")
+    assert json.loads(plain.stdout)["answers"][0]["answer"] == data["answers"][0]["answer"]
+
+
 def test_several_questions_share_one_encoding(tiny_model_dir, doc):
     result = invoke("ask", doc, *base(tiny_model_dir), "-q", "first?", "-q", "second?", "--json")
     assert result.exit_code == 0, result.stderr
@@ -105,6 +133,7 @@ def test_count_is_a_dry_run(tiny_model_dir, tmp_path):
     assert data["blocks"] == -(-data["document_tokens"] // 256)
     plain = invoke("count", tmp_path / "repo", "--model", tiny_model_dir, "--device", "cpu", "--procs", "2")
     assert "total" in plain.stdout and "2 rank(s)" in plain.stdout
+    assert "auto: 2 ranks: star with N/4 blocks + relay" in plain.stdout
 
 
 @pytest.mark.parametrize(

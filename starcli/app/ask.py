@@ -148,7 +148,7 @@ def follow_up(tokenizer, prompt: PromptParts, request: AskRequest, limit: int | 
 def count(sources: list[str], settings: RunSettings, ingest: IngestOptions, placement: Placement, emit: Emit,
           stdin: IO[bytes] | None = None) -> dict:
     """Tokens per part and in total, and the blocks/ranks a run would use (a dry run)."""
-    from ..star.partition import plan_partition
+    from ..star.partition import plan_partition, reason_line
 
     settings = dataclasses.replace(settings, device=checks.resolve_device(settings.device))
     checks.check_star_options(settings.attention, settings.block_size, settings.anchor_size, settings.relay)
@@ -160,7 +160,7 @@ def count(sources: list[str], settings: RunSettings, ingest: IngestOptions, plac
     doc_ids = build_prompt(tokenizer, document.render(), "?").document_ids
     world = checks.world_size_for(placement, settings.device, len(doc_ids)) * placement.nnodes
     partition = plan_partition(settings.attention, len(doc_ids), world, settings.block_size, settings.anchor_size,
-                               relay=settings.relay)
+                               relay=settings.relay, device_type=settings.device)
     return {
         "model": spec.name,
         "parts": parts,
@@ -168,6 +168,7 @@ def count(sources: list[str], settings: RunSettings, ingest: IngestOptions, plac
         "document_tokens": len(doc_ids),
         "max_positions": getattr(model_config(spec.path, settings.trust_remote_code), "max_position_embeddings", None),
         "attention": partition.attention,
+        "attention_reason": reason_line(settings.attention, partition),
         "block_size": partition.block_size,
         "anchor_size": partition.anchor_size,
         "relay": partition.relay,  # 0 for dense and ring partitions

@@ -12,6 +12,7 @@ from .. import events
 from ..errors import InputError, UsageError
 from ..events import Emit
 from ..ingest.prompt import build_prompt, followup_ids, question_text
+from ..star.partition import reason_line
 from . import checks
 from .ask import note, read_input, stage
 from .loading import executor_for, model_and_tokenizer
@@ -55,7 +56,8 @@ def chat(request: AskRequest, emit: Emit, read_line: Callable[[], str | None], s
     partition = session.plan(len(doc_ids), settings.attention, settings.block_size, settings.anchor_size, settings.relay)
     encode, _ = session.encode(doc_ids, partition, lambda done, total: stage(emit, events.ENCODING_BLOCKS, done, total))
     note(emit, f"sampling: {describe_sampling(settings.sampling_report())}")
-    note(emit, f"encoded {len(doc_ids)} document tokens in {encode.seconds:.2f} s; ask away (/exit or Ctrl-D to leave)")
+    note(emit, f"encoded {len(doc_ids)} document tokens in {encode.seconds:.2f} s with {partition.attention} attention "
+               f"({reason_line(settings.attention, partition)}); ask away (/exit or Ctrl-D to leave)")
     turns = 0
     for line in questions(read_line):
         ids = followup_ids(tokenizer, line) if turns else tokenizer(question_text(tokenizer, line.strip()), add_special_tokens=False)["input_ids"]

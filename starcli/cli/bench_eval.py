@@ -29,7 +29,7 @@ def bench(
     shape: Annotated[Optional[str], typer.Option("--shape", help=f"Random-weight model shape: {', '.join(BENCH_SHAPES)} (default llama3-8b).")] = None,
     model: Annotated[Optional[Path], typer.Option("--model", help="A model folder to load instead of a random shape.")] = None,
     lengths: Annotated[str, typer.Option("--lengths", help="Document lengths, comma separated (k = 1024, m = 1024²).")] = "32k,128k",
-    modes: Annotated[str, typer.Option("--modes", help="Comma list of dense, star, ring, hf-dense, hf-static.")] = "dense,star,ring",
+    modes: Annotated[str, typer.Option("--modes", help="Comma list of dense, star, ring, auto (what --attention auto picks per length), hf-dense, hf-static.")] = "dense,star,ring",
     block_sizes: Annotated[Optional[str], typer.Option("--block-sizes", help="Star block sizes, comma list (default: N/4).")] = None,
     anchor_size: Annotated[Optional[str], typer.Option("--anchor-size", help="Star anchor tokens (default: the block size).")] = None,
     decodes: Annotated[str, typer.Option("--decodes", help="Engine decode modes, comma list: auto (a CUDA graph on cuda), eager (the reference), static.")] = "auto",

@@ -172,6 +172,7 @@ def count(
             f"{result['attention']}: {result['blocks']} block(s) of {result['block_size']}, anchor {result['anchor_size']}, "
             f"relay {result['relay']}, {result['ranks']} rank(s) {result['blocks_per_rank']}; window {result['max_positions']}"
         )
+        print(result["attention_reason"])
 
     run_command(debug, body)
 

@@ -19,7 +19,7 @@ import typer
 
 Model = Annotated[Optional[str], typer.Option("--model", "-m", envvar="STARCLI_MODEL", help="Model folder, .gguf file or cached hub id (default: the embedded model).")]
 Device = Annotated[str, typer.Option(envvar="STARCLI_DEVICE", help="auto, cpu or cuda.")]
-Attention = Annotated[str, typer.Option(envvar="STARCLI_ATTENTION", help="star, dense (full attention, one process) or ring (exact context parallel).")]
+Attention = Annotated[str, typer.Option(envvar="STARCLI_ATTENTION", help="auto (dense or star by the document's length, the ranks and the device, as measured; the report says which and why; with --block-size, --anchor-size or --relay: star), star, dense (full attention, one process) or ring (exact context parallel).")]
 JsonOut = Annotated[bool, typer.Option("--json", help="Print one JSON object on stdout instead of streaming text.")]
 Quiet = Annotated[bool, typer.Option("--quiet", help="Print the answer only.")]
 Debug = Annotated[bool, typer.Option("--debug", help="Show tracebacks.")]
@@ -42,10 +42,10 @@ class ModelOptions:
 
 @dataclass
 class StarOptions:
-    attention: Attention = "star"
-    block_size: Annotated[Optional[int], typer.Option(envvar="STARCLI_BLOCK_SIZE", help="Tokens per block (default: about N/4, a multiple of 128).")] = None
+    attention: Attention = "auto"
+    block_size: Annotated[Optional[int], typer.Option(envvar="STARCLI_BLOCK_SIZE", help="Tokens per block (default: auto's choice; with --attention star about N/4, a multiple of 128).")] = None
     anchor_size: Annotated[Optional[int], typer.Option(envvar="STARCLI_ANCHOR_SIZE", help="Anchor tokens (default: the block size).")] = None
-    relay: Annotated[Optional[int], typer.Option(envvar="STARCLI_RELAY", help="Tokens at the end of the previous block each block also attends to through their cached KV; 0 for plain star (default: the whole block with default blocks, else 0).")] = None
+    relay: Annotated[Optional[int], typer.Option(envvar="STARCLI_RELAY", help="Tokens at the end of the previous block each block also attends to through their cached KV; 0 for plain star (default: auto's choice; with --attention star the whole block with default blocks, else 0).")] = None
 
 
 @dataclass

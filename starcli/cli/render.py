@@ -156,6 +156,8 @@ def report_lines(r: dict) -> list[str]:
             f"attention      {r['attention']}: {r.get('blocks')} blocks of {r.get('block_size')}, "
             f"anchor {r.get('anchor_size')}, relay {r.get('relay', 0)}, {r.get('ranks')} rank(s)"
         )
+        if str(r.get("attention_reason", "")).startswith("auto"):
+            lines.append(f"               {r['attention_reason']}")
     if r.get("sampling"):
         from ..app.decoding import describe_sampling
 

@@ -40,7 +40,7 @@ class Executor:
         for job in work.jobs if isinstance(work, Batch) else [work]:
             # block settings no plan accepts fail here, as a usage error, before any rank starts
             plan_partition(job.settings.attention, len(job.document_ids), self.world, job.settings.block_size,
-                           job.settings.anchor_size, relay=job.settings.relay)
+                           job.settings.anchor_size, relay=job.settings.relay, device_type=job.settings.device)
         results: list[dict] = []
 
         def collect(event: events.Event) -> None:

@@ -13,6 +13,7 @@ from typing import Callable
 import torch
 
 from ..star.comm import Comm
+from ..star.partition import reason_line
 from .. import events
 from ..events import Emit
 from .memory import DocumentMemory
@@ -99,7 +100,8 @@ def run_job(job: Job, comm: Comm, emit: Emit, session: Session | None = None, *,
         "device": comm.device.type,
         "kernel": session.engine.kernel,
         "decode_weights": "int8" if session.int8_decode else None,  # None: the weights as loaded
-        "attention": settings.attention,
+        "attention": partition.attention,
+        "attention_reason": reason_line(settings.attention, partition),
         "block_size": partition.block_size,
         "anchor_size": partition.anchor_size,
         "relay": partition.relay,  # 0 for dense and ring partitions

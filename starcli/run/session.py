@@ -96,9 +96,10 @@ class Session:
     def device(self) -> torch.device:
         return self.engine.device
 
-    def plan(self, num_tokens: int, attention: str = "star", block_size: int | None = None,
+    def plan(self, num_tokens: int, attention: str = "auto", block_size: int | None = None,
              anchor_size: int | None = None, relay: int | None = None) -> Partition:
-        return plan_partition(attention, num_tokens, self.comm.world_size, block_size, anchor_size, relay=relay)
+        return plan_partition(attention, num_tokens, self.comm.world_size, block_size, anchor_size, relay=relay,
+                              device_type=self.device.type)
 
     def encode(self, document_ids: list[int] | torch.Tensor, partition: Partition,
                on_progress: Callable[[int, int], None] | None = None, *, cache: CacheIdentity | None = None,

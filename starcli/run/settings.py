@@ -22,7 +22,7 @@ class RunSettings:
     device: str = "auto"
     dtype: str = "auto"
     dtype_reason: str = ""  # why "auto" chose ``dtype``, once it has been decided (app.checks)
-    attention: str = "star"
+    attention: str = "auto"  # "auto": chosen per document by star.policy (star.partition.plan_auto)
     block_size: int | None = None
     anchor_size: int | None = None
     relay: int | None = None  # None: the engine's default (see starcli.star.partition.DEFAULT_RELAY)

@@ -37,7 +37,7 @@ import torch
 
 from . import split_kv
 from .comm import Comm
-from .kernels import attention_at, attention_upto, attention_with_lse, empty_partial, positional_attention
+from .kernels import attention_at, attention_upto, attention_with_lse, causal_attention, empty_partial, positional_attention
 from .masks import PLAIN, LayerPattern, layer_pattern
 from .merge import merge_many, merge_partials
 
@@ -146,6 +146,7 @@ class AttentionState:
         # dense, a rank's two chunks for ring), and the document's length: where its tail begins
         self.document_ranges: list[tuple[int, int]] = [(0, 0)]
         self.total_tokens = 0
+        self.lse_wanted = False  # the current layer has sinks: every step returns its LSE
 
     # --- helpers -------------------------------------------------------------------------------
     def _attend(self, q, k, v, causal: bool, scale: float, query_start: int = 0, key_start: int = 0,
@@ -175,6 +176,7 @@ class AttentionState:
         score per head that joins every query's softmax denominator once (gpt-oss); it enters
         after every partial is merged, since each partial's LSE covers only its own keys."""
         step = self.step
+        self.lse_wanted = sinks is not None
         if isinstance(step, GenerateStep):
             out, lse = self._generate(layer, q, k, v, scale, pattern)
         elif isinstance(step, BlocksStep):
@@ -271,6 +273,9 @@ class AttentionState:
         start = self.document_ranges[0][0]
         earlier = self.document.read(layer, end=offset)
         self.document.write(layer, k, v, offset)
+        if (earlier is None or offset == 0) and pattern.plain and not self.lse_wanted:
+            # nothing to merge with and no sink to weigh: no LSE needed
+            return causal_attention(q, k, v, scale=scale, kernel=self.kernel), None
         own = self._attend(q, k, v, True, scale, start + offset, start + offset, pattern)
         if earlier is None or offset == 0:
             return own

@@ -40,13 +40,46 @@ class EngineError(RunError):
     pass
 
 
-@dataclass
 class EncodeStats:
-    seconds: float = 0.0
-    tokens: int = 0  # document tokens whose KV this rank keeps
-    anchor_tokens: int = 0  # anchor KV tokens this rank received from rank 0 (it never encodes them)
-    blocks: int = 0
-    passes: int = 0
+    """Phase 1 on this rank. On CUDA its ``seconds`` come from events recorded around it and are
+    waited for only when read, so that the question's prefill is queued while the GPU still runs
+    phase 1 (its launches then cost no time of their own)."""
+
+    def __init__(self, seconds: float = 0.0, tokens: int = 0, anchor_tokens: int = 0, blocks: int = 0,
+                 passes: int = 0):
+        self.tokens = tokens  # document tokens whose KV this rank keeps
+        self.anchor_tokens = anchor_tokens  # anchor KV tokens this rank received from rank 0 (it never encodes them)
+        self.blocks = blocks
+        self.passes = passes
+        self.started = 0.0  # time.perf_counter() when phase 1 began (0: no phase 1 ran here)
+        self._seconds = seconds
+        self._events: tuple[torch.cuda.Event, torch.cuda.Event] | None = None
+
+    @property
+    def seconds(self) -> float:
+        if self._events is not None:
+            start, end = self._events
+            end.synchronize()
+            self._seconds, self._events = start.elapsed_time(end) / 1e3, None
+        return self._seconds
+
+    @seconds.setter
+    def seconds(self, value: float) -> None:
+        self._seconds, self._events = value, None
+
+    def start_clock(self, device: torch.device) -> Callable[[], None]:
+        """Start timing phase 1 (after the device is idle); returns the function that ends it."""
+        self.started = time.perf_counter()
+        if device.type != "cuda":
+            return lambda: setattr(self, "seconds", time.perf_counter() - self.started)
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+
+        def stop() -> None:
+            end.record()
+            self._events = (start, end)
+
+        return stop
 
 
 @dataclass
@@ -156,7 +189,7 @@ class StarEngine:
         self.state.document.capacity = plan.num_tokens
         self._place_document(partition)
         _sync(self.device)
-        start = time.perf_counter()
+        stop = stats.start_clock(self.device)
         if partition.attention == "star":
             self._encode_star(doc_ids, partition, stats, on_progress)
         elif partition.attention == "dense":
@@ -166,8 +199,7 @@ class StarEngine:
         else:
             raise EngineError(f"unknown attention {partition.attention!r}")
         self.state.anchor = attention.KVBuffer(0)  # the anchor's KV is only needed in phase 1
-        _sync(self.device)
-        stats.seconds = time.perf_counter() - start
+        stop()  # not waited for: the first question's prefill is queued behind it
         self.run = EngineRun(partition, stats)
         return stats
 
@@ -243,7 +275,10 @@ class StarEngine:
 
     # --- phase 2 ---------------------------------------------------------------------------------
     def _step(self, ids: list[int], position: int) -> torch.Tensor:
-        tensor = torch.tensor(ids, dtype=torch.long, device=self.device)
+        tensor = torch.tensor(ids, dtype=torch.long)
+        if self.device.type == "cuda":
+            # from pageable memory the copy would wait for the GPU to finish phase 1
+            tensor = tensor.pin_memory().to(self.device, non_blocking=True)
         positions = self._positions(position, position + len(ids))
         logits = self._forward(tensor, positions, GenerateStep(positions=positions, query_start=position), want_logits=True)
         if self.comm.is_last:
@@ -293,12 +328,13 @@ class StarEngine:
         sampler = Sampler(sampling, self.device)
         position = self.run.partition.num_tokens + self.history
         self.history += len(question_ids)
-        _sync(self.device)
         start = time.perf_counter()
         logits = self._step(question_ids, position)
         position += len(question_ids)
         token = self._choose(logits, sampler)
-        stats.prefill_seconds = time.perf_counter() - start
+        # the prefill was queued while phase 1 may still have been running: it began when both had
+        encode = self.run.encode
+        stats.prefill_seconds = time.perf_counter() - max(start, encode.started + encode.seconds)
         tokens: list[int] = []
         capture_before = step_one.capture_seconds if step_one else 0.0
         decode_start = time.perf_counter()

@@ -290,6 +290,17 @@ def attention_at(q, k, v, *, query_start: int, key_start: int, causal: bool, sca
     return torch.cat(outs, dim=2), torch.cat(lses, dim=2)
 
 
+def causal_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, scale: float, kernel: str) -> torch.Tensor:
+    """Square causal attention whose LSE nobody merges (a dense pass with no earlier keys): out
+    (B, Hq, S, D) only. Except for the math and flash-attn kernels this is the call transformers'
+    sdpa attention makes (grouped KV heads read in place), so a dense pass costs what the model's
+    own forward costs: no LSE to write and no KV heads repeated."""
+    if kernel in ("math", "flash-attn") or v.shape[-1] != q.shape[-1]:
+        return attention_with_lse(q, k, v, causal=True, scale=scale, kernel=kernel)[0]
+    return torch.nn.functional.scaled_dot_product_attention(q, k, v, is_causal=True, scale=scale,
+                                                            enable_gqa=q.shape[1] != k.shape[1])
+
+
 def attention_upto(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, key_end: torch.Tensor, scale: float,
                    pattern: LayerPattern = PLAIN, key_start: int = 0):
     """Causal attention of q (B, Hq, S, D) over the first ``key_end`` of the keys k/v (B, Hkv, C, D):

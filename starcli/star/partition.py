@@ -76,6 +76,8 @@ class Partition:
     attention: str
     ranks: tuple[RankPlan, ...]
     relay: int = 0
+    # why ``--attention auto`` chose this configuration (policy.choose); "" when it was given
+    reason: str = ""
 
     @property
     def blocks(self) -> tuple[Block, ...]:
@@ -92,7 +94,7 @@ def default_block_size(num_tokens: int) -> int:
     return max(BLOCK_MULTIPLE, int(round(quarter / BLOCK_MULTIPLE)) * BLOCK_MULTIPLE)
 
 
-ATTENTIONS = ("star", "dense", "ring")
+ATTENTIONS = ("auto", "star", "dense", "ring")
 
 
 def check_options(attention: str, block_size: int | None, anchor_size: int | None, relay: int | None) -> None:
@@ -196,9 +198,12 @@ def plan_ring(num_tokens: int, world_size: int) -> Partition:
 
 def plan_partition(
     attention: str, num_tokens: int, world_size: int = 1, block_size: int | None = None, anchor_size: int | None = None,
-    relay: int | None = DEFAULT_RELAY,
+    relay: int | None = DEFAULT_RELAY, device_type: str = "cpu",
 ) -> Partition:
+    """The partition of ``attention`` (``auto``: ``plan_auto`` on ``device_type``)."""
     check_options(attention, block_size, anchor_size, relay)
+    if attention == "auto":
+        return plan_auto(num_tokens, world_size, device_type, block_size, anchor_size, relay)
     if attention == "star":
         return plan_star(num_tokens, world_size, block_size, anchor_size, relay)
     if attention == "ring":
@@ -206,3 +211,30 @@ def plan_partition(
     if world_size != 1:  # dense
         raise PartitionError("--attention dense runs in one process; use star or ring with several ranks")
     return plan_dense(num_tokens)
+
+
+def plan_auto(num_tokens: int, world_size: int, device_type: str, block_size: int | None = None,
+              anchor_size: int | None = None, relay: int | None = None) -> Partition:
+    """``--attention auto``: the configuration ``policy.choose`` picks for this length, rank count and
+    device, with its reason. Block options given with it ask for star blocks: star with them."""
+    from dataclasses import replace
+
+    from .policy import choose
+
+    _check_sizes(num_tokens, world_size)
+    given = [f"--{name}" for name, value in (("block-size", block_size), ("anchor-size", anchor_size), ("relay", relay))
+             if value is not None]
+    if given:
+        partition = plan_star(num_tokens, world_size, block_size, anchor_size, relay)
+        return replace(partition, reason=f"{' and '.join(given)} given: star with those blocks")
+    choice = choose(num_tokens, world_size, device_type)
+    if choice.attention == "dense":
+        partition = plan_dense(num_tokens)
+    else:
+        partition = plan_star(num_tokens, world_size, choice.block_size, None, choice.relay)
+    return replace(partition, reason=choice.reason)
+
+
+def reason_line(requested: str, partition: Partition) -> str:
+    """Why the run uses ``partition``'s attention, as the report says it: auto's reason, or given."""
+    return f"auto: {partition.reason}" if requested == "auto" else f"given: --attention {requested}"

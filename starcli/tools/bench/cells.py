@@ -8,11 +8,13 @@ from pathlib import Path
 from typing import Optional
 
 from ...errors import StarcliError, UsageError
-from ...star.partition import DEFAULT_PASS_TOKENS, Partition, PartitionError, plan_dense, plan_ring, plan_star
+from ...star.partition import (DEFAULT_PASS_TOKENS, Partition, PartitionError, plan_auto, plan_dense, plan_ring,
+                                plan_star)
 from ..lengths import parse_lengths
 from .shapes import SHAPES
 
-ENGINE_MODES = ("dense", "star", "ring")
+# auto: the configuration ``--attention auto`` picks for the length, ranks and device (star.policy)
+ENGINE_MODES = ("dense", "star", "ring", "auto")
 HF_MODES = ("hf-dense", "hf-static")
 MODES = ENGINE_MODES + HF_MODES
 SINGLE_PROCESS_MODES = ("dense",) + HF_MODES
@@ -63,22 +65,26 @@ class CellSpec:
     mode: str
     length: int
     partition: Optional[Partition] = None
-    block_rule: Optional[str] = None  # "N/4" or "given" for star
+    block_rule: Optional[str] = None  # "N/4" or "given" for star, "auto" for auto
     skip_reason: Optional[str] = None
     estimated_need: Optional[int] = None  # bytes, set when the cell is skipped for not fitting
     decode: Optional[str] = None  # engine cells: the decode mode
 
     @property
     def block(self) -> Optional[int]:
-        return self.partition.block_size if self.partition and self.mode == "star" else None
+        return self.partition.block_size if self._star else None
 
     @property
     def anchor(self) -> Optional[int]:
-        return self.partition.anchor_size if self.partition and self.mode == "star" else None
+        return self.partition.anchor_size if self._star else None
 
     @property
     def relay(self) -> Optional[int]:
-        return self.partition.relay if self.partition and self.mode == "star" else None
+        return self.partition.relay if self._star else None
+
+    @property
+    def _star(self) -> bool:
+        return self.partition is not None and self.partition.attention == "star"
 
 
 def plan_cells(settings: BenchSettings, world_size: int) -> list[CellSpec]:
@@ -94,6 +100,9 @@ def plan_cells(settings: BenchSettings, world_size: int) -> list[CellSpec]:
                 cells += [CellSpec(mode, length, plan_dense(length), decode=d) for d in settings.decodes]
             elif mode == "ring":
                 cells += [CellSpec(mode, length, plan_ring(length, world_size), decode=d) for d in settings.decodes]
+            elif mode == "auto":
+                partition = plan_auto(length, world_size, settings.device)
+                cells += [CellSpec(mode, length, partition, "auto", decode=d) for d in settings.decodes]
             else:
                 for block in settings.block_sizes:
                     for relay in settings.relays:
@@ -113,6 +122,7 @@ def warmup_spec(mode: str, length: int, world_size: int, decode: Optional[str] =
         return CellSpec(mode, length, plan_dense(length), decode=decode)
     if mode == "ring":
         return CellSpec(mode, length, plan_ring(length, world_size), decode=decode)
+    # auto: star's warm-up, whose calls (causal and prefix attention, merges) include dense's
     return CellSpec(mode, length, plan_star(length, world_size), decode=decode)
 
 
