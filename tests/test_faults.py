@@ -522,40 +522,32 @@ def test_ctrl_c_at_startup_is_one_line(case, tmp_path, tiny_model_dir):
     assert "error" not in err and out == ""
 
 
-@pytest.mark.parametrize("sig, code, stage", [
-    (signal.SIGINT, 130, "encoding"), (signal.SIGTERM, 143, "encoding"), (signal.SIGHUP, 129, "encoding"),
-    (signal.SIGTERM, 143, "answering"), (signal.SIGHUP, 129, "answering"),
-])
-def test_a_signal_in_each_stage_ends_cleanly(sig, code, stage, tmp_path, tiny_model_dir):
-    """A signal while phase 1 runs (the cache entry not yet written) or while the answer streams
-    (the entry just written): the run's exit status and one line, no half-written cache entry, no
-    file left in the temp folder, no process left behind."""
-    (tmp_path / "doc.txt").write_text("word " * 1500)  # about 7,700 tokens: seconds of phase 1 here
+@pytest.mark.parametrize("sig, code", [(signal.SIGINT, 130), (signal.SIGTERM, 143), (signal.SIGHUP, 129)])
+def test_a_signal_while_the_answer_streams_ends_cleanly(sig, code, tmp_path, tiny_model_dir):
+    """A signal while the answer streams, the document's cache entry just written: the run's exit
+    status and one line, no half-written cache entry, no file left in the temp folder, no process
+    left behind. (Phase 1 of a tiny model is too short here to be hit on purpose; the multi-rank
+    signal rows in test_launch.py stop a run while its ranks work.)"""
+    (tmp_path / "doc.txt").write_text("word " * 100)
     temp, cache = tmp_path / "tmp", tmp_path / "cache"
     temp.mkdir()
-    env = {**os.environ, "STARCLI_CACHE": str(cache), "TMPDIR": str(temp), "NO_COLOR": "1", "HF_HUB_OFFLINE": "1"}
+    env = {**os.environ, "STARCLI_CACHE": str(cache), "TMPDIR": str(temp), "NO_COLOR": "1", "HF_HUB_OFFLINE": "1",
+           "STARCLI_DTYPE": "float32"}
+    # greedy on this document the tiny model answers until the token limit: seconds of streaming
     proc = subprocess.Popen([sys.executable, "-m", "starcli", "ask", str(tmp_path / "doc.txt"), "q?", "--model",
-                             str(tiny_model_dir), "--device", "cpu", "--cache", "--max-new-tokens", "400",
-                             "--temperature", "1", "--seed", "3"],
+                             str(tiny_model_dir), "--device", "cpu", "--cache", "--max-new-tokens", "1400",
+                             "--kernel", "math"],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
-    err = b""
-    deadline = time.monotonic() + BOUND_S
-    if stage == "encoding":
-        while b"encoding blocks..." not in err and time.monotonic() < deadline:
-            err += os.read(proc.stderr.fileno(), 4096) or b""
-            assert proc.poll() is None, err
-        time.sleep(0.3)
-    else:
-        assert proc.stdout.read(1), "no answer"
+    assert proc.stdout.read(1), "no answer"
     children = _children(proc.pid)
     proc.send_signal(sig)
-    _, rest = proc.communicate(timeout=BOUND_S)
-    err = (err + rest).decode()
+    _, err = proc.communicate(timeout=BOUND_S)
+    err = err.decode()
     assert proc.returncode == code, err
     assert "Traceback" not in err and err.rstrip().splitlines()[-1].startswith("starcli: "), err
     assert [f for _, _, files in os.walk(temp) for f in files] == []
-    entries = list((cache / "documents").iterdir()) if (cache / "documents").is_dir() else []
-    assert all(sorted(f.name for f in entry.iterdir()) == ["entry.json", "kv.safetensors"] for entry in entries), entries
+    entries = list((cache / "documents").iterdir())
+    assert entries and all(sorted(f.name for f in entry.iterdir()) == ["entry.json", "kv.safetensors"] for entry in entries)
     assert not [c for c in children if Path(f"/proc/{c}").exists()]
 
 
