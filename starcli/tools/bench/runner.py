@@ -58,18 +58,25 @@ MAX_CELL_SECONDS = 3600.0
 _ATTENTION_PROBE_TOKENS = {"cuda": 16384, "cpu": 2048}
 
 
+def _cell_parts(spec: CellSpec, dims: ModelDims, question_tokens: int) -> list[tuple[int, int]]:
+    """(matmul, attention) FLOPs of the cell's prompt per rank: transformers' one forward, or the
+    engine's phase 1."""
+    if spec.mode in HF_MODES:
+        return [forward_parts(dims, spec.length + question_tokens)]
+    return phase1_parts(dims, spec.partition)
+
+
 def cell_seconds(spec: CellSpec, dims: ModelDims, question_tokens: int, matmul_rate: float, attention_rate: float) -> float:
     """What the cell's prompt should take on its slowest rank: its matmuls at the measured matmul
     rate, its attention at the measured attention rate (which a matmul peak alone would overstate
     many times on a CPU or with small heads)."""
-    parts = [forward_parts(dims, spec.length + question_tokens)] if spec.mode in HF_MODES else phase1_parts(dims, spec.partition)
-    return max(linear / matmul_rate + attention / attention_rate for linear, attention in parts)
+    return max(linear / matmul_rate + attention / attention_rate
+               for linear, attention in _cell_parts(spec, dims, question_tokens))
 
 
 def cell_flops(spec: CellSpec, dims: ModelDims, question_tokens: int) -> list[int]:
-    """FLOPs of the cell's prompt per rank: transformers' one forward, or the engine's phase 1."""
-    parts = [forward_parts(dims, spec.length + question_tokens)] if spec.mode in HF_MODES else phase1_parts(dims, spec.partition)
-    return [linear + attention for linear, attention in parts]
+    """FLOPs of the cell's prompt per rank."""
+    return [linear + attention for linear, attention in _cell_parts(spec, dims, question_tokens)]
 
 
 def measure_attention_rate(kernel: str, dims: ModelDims, device: torch.device, dtype: torch.dtype) -> float:
