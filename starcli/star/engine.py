@@ -101,12 +101,6 @@ class EngineRun:
     encode: EncodeStats = field(default_factory=EncodeStats)
 
 
-def supports_star(model) -> str | None:
-    """None if the engine can drive ``model``, else the reason it cannot (its config and class; what
-    it does is checked by running it, ``probe.probe_attention``)."""
-    return config_refusal(model.config, type(model))
-
-
 def _sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
@@ -116,7 +110,7 @@ class StarEngine:
     def __init__(self, model, comm: Comm | None = None, kernel: str = "auto", pass_tokens: int = DEFAULT_PASS_TOKENS,
                  decode: str = "auto"):
         attention.register()
-        reason = supports_star(model)
+        reason = config_refusal(model.config, type(model))
         if reason:
             raise EngineError(reason)
         if model.config._attn_implementation != attention.ATTENTION_NAME:

@@ -13,7 +13,6 @@ from __future__ import annotations
 import torch
 
 from .attention import LayerShape
-from .masks import LayerPattern
 
 PROBE_TOKENS = 4
 # Layer types (``config.layer_types``) the engine runs: softmax attention, over every earlier token
@@ -44,12 +43,10 @@ class _Recorder:
     def __init__(self):
         self.calls: list[int] = []
         self.shapes: dict[int, LayerShape] = {}
-        self.patterns: dict[int, LayerPattern] = {}
 
     def attend(self, layer, q, k, v, scale, pattern=None, sinks=None):
         self.calls.append(layer)
         self.shapes[layer] = LayerShape(k.shape[1], k.shape[-1], v.shape[-1])
-        self.patterns[layer] = pattern
         return q.new_zeros(*q.shape[:3], v.shape[-1])
 
 
