@@ -80,6 +80,8 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--out", default="gpu-out")
     parser.add_argument("--device", default="cuda")
+    parser.add_argument("--star-block", type=int, default=16384,
+                        help="also time and profile star with blocks (and relay) of this size; 0: no")
     parser.add_argument("--candidates", default="", help="comma list of CANDIDATES (changes tried by patching) to time too")
     args = parser.parse_args()
     out = Path(args.out)
@@ -122,6 +124,15 @@ def main() -> None:
         session.engine.reset()
         session.encode(doc, partition)
         profile(lambda: session.answer(question, max_new_tokens=1, loop_guard=False), out / f"profile-prefill-{length}.txt")
+        if args.star_block and length > args.star_block:
+            star = session.plan(length, "star", block_size=args.star_block, relay=args.star_block)
+            session.engine.reset()
+            engine_ttft(session, doc, question, star)  # warm-up at this partition
+            session.engine.reset()
+            row["star_ttft_s"] = engine_ttft(session, doc, question, star)[0]
+            session.engine.reset()
+            profile(lambda: engine_ttft(session, doc, question, star), out / f"profile-star-{length}.txt", rows=30)
+            print("star", row["star_ttft_s"], flush=True)
         for name in [c for c in args.candidates.split(",") if c]:
             patch = CANDIDATES[name]
             with patch():
@@ -139,78 +150,27 @@ def main() -> None:
     for r in results:
         print(f"| {r['length']} | {r['hf_ttft_s']:.4f} | {r['engine_ttft_s']:.4f} | {r['ratio']:.3f} | "
               f"{r['engine_phase1_s']:.4f} | {r['engine_prefill_s']:.4f} |")
-    names = [k for k in results[0] if k.startswith("candidate_")]
+    names = [k for k in dict.fromkeys(k for r in results for k in r) if k.startswith("candidate_") or k == "star_ttft_s"]
     if names:
-        print("| length | " + " | ".join(n.removeprefix("candidate_").removesuffix("_s") for n in names) + " |")
+        print("| length | " + " | ".join(n.removeprefix("candidate_").removesuffix("_s").replace("star_ttft", f"star {args.star_block}+relay") for n in names) + " |")
         for r in results:
-            print(f"| {r['length']} | " + " | ".join(f"{r[n]:.4f} ({r[n] / r['hf_ttft_s']:.3f})" for n in names) + " |")
+            print(f"| {r['length']} | " + " | ".join(f"{r[n]:.4f} ({r[n] / r['hf_ttft_s']:.3f})" if n in r else "-" for n in names) + " |")
     (out / f"dense-vs-hf-{args.shape}.json").write_text(json.dumps(results, indent=2) + "\n")
 
 
 @contextlib.contextmanager
-def _own_chunk_without_lse():
-    """Candidate: the first dense chunk (nothing earlier to merge with) through SDPA, no LSE."""
-    original = attention.AttentionState._dense_chunk
-
-    def dense_chunk(self, layer, q, k, v, scale):
-        if self.document.filled:
-            return original(self, layer, q, k, v, scale)
-        self.document.write(layer, k, v, 0)
-        return torch.nn.functional.scaled_dot_product_attention(q, k, v, is_causal=True, scale=scale, enable_gqa=True)
-
-    attention.AttentionState._dense_chunk = dense_chunk
-    try:
-        yield
-    finally:
-        attention.AttentionState._dense_chunk = original
-
-
-@contextlib.contextmanager
-def _no_sync_before_prefill():
-    """Candidate: phase 1 not waited for before the question's prefill is queued."""
-    from starcli.star import engine
-
-    original, step = engine._sync, engine.StarEngine._step
-
-    def pinned_step(self, ids, position):
-        # a copy from pageable memory waits for the GPU: pinned and non-blocking does not
-        tensor = torch.tensor(ids, dtype=torch.long)
-        if self.device.type == "cuda":
-            tensor = tensor.pin_memory().to(self.device, non_blocking=True)
-        logits = self._forward(tensor, self._positions(position, position + len(ids)), attention.GenerateStep(),
-                               want_logits=True)
-        if self.comm.is_last:
-            self.state.tail.filled += len(ids)
-        return logits
-
-    engine._sync, engine.StarEngine._step = (lambda device: None), pinned_step
-    try:
-        yield
-    finally:
-        engine._sync, engine.StarEngine._step = original, step
-
-
-@contextlib.contextmanager
-def _both():
-    with _own_chunk_without_lse(), _no_sync_before_prefill():
-        yield
-
-
-@contextlib.contextmanager
 def _one_pass():
-    """Candidate: the whole document in one dense pass."""
+    """Candidate: the whole document in one dense pass (one SDPA call per layer, no merges)."""
     engine = SESSION[0].engine
     before = engine.pass_tokens
     engine.pass_tokens = 1 << 30
     try:
-        with _own_chunk_without_lse():
-            yield
+        yield
     finally:
         engine.pass_tokens = before
 
 
-CANDIDATES = {"sdpa_own_chunk": _own_chunk_without_lse, "no_sync": _no_sync_before_prefill, "both": _both,
-              "one_pass_sdpa": _one_pass}
+CANDIDATES = {"one_pass": _one_pass}
 SESSION: list = []
 
 
