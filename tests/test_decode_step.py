@@ -48,3 +48,54 @@ def test_decode_modes_are_resolved_and_checked():
         resolve_decode("graph", cpu)
     with pytest.raises(EngineError, match="unknown decode mode"):
         resolve_decode("fast", cpu)
+
+
+def test_a_step_that_cannot_be_captured_runs_eagerly_with_the_same_tokens(monkeypatch):
+    """A model whose step torch refuses to capture (transformers' grouped expert matmul copies from
+    host memory) answers through the same fixed-shape step run eagerly, says so, and is not
+    captured again. The capture is simulated here: the CPU has no CUDA graphs."""
+    import contextlib
+
+    from starcli.star import graphs
+
+    capturing, attempts = [False], []
+
+    class Stream:
+        def wait_stream(self, other):
+            pass
+
+    @contextlib.contextmanager
+    def graph(_):
+        attempts.append(1)
+        capturing[0] = True
+        try:
+            yield
+        finally:
+            capturing[0] = False
+
+    for name, fake in (("current_stream", lambda device=None: Stream()), ("Stream", lambda device=None: Stream()),
+                       ("stream", lambda s: contextlib.nullcontext()), ("CUDAGraph", lambda: None),
+                       ("graph", graph), ("synchronize", lambda device=None: None)):
+        monkeypatch.setattr(torch.cuda, name, fake)
+    run = graphs.DecodeStep._run
+
+    def refuse_while_capturing(self):
+        if capturing[0]:
+            raise RuntimeError("Cannot copy between CPU and CUDA tensors during CUDA graph capture\nmore")
+        return run(self)
+
+    monkeypatch.setattr(graphs.DecodeStep, "_run", refuse_while_capturing)
+    _, star = tiny_pair("qwen2")
+    doc = random_ids(300, 1)
+    engine = StarEngine(star, kernel="math", decode="static")
+    engine.decode = "graph"  # what auto resolves to on CUDA
+    engine.encode_context(doc, plan_partition("dense", 300, 1))
+    first, stats = engine.answer(random_ids(5, 2).tolist(), max_new_tokens=12)
+    assert stats.decode_mode == engine_module.CAPTURE_FAILED and engine.decode == "static"
+    second, stats = engine.answer(random_ids(3, 3).tolist(), max_new_tokens=12)
+    assert stats.decode_mode == "static" and len(attempts) == 1
+
+    eager = StarEngine(star, kernel="math", decode="eager")
+    eager.encode_context(doc, plan_partition("dense", 300, 1))
+    assert [first, second] == [eager.answer(random_ids(5, 2).tolist(), max_new_tokens=12)[0],
+                               eager.answer(random_ids(3, 3).tolist(), max_new_tokens=12)[0]]

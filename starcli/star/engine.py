@@ -28,6 +28,8 @@ from .sampling import Sampler, SamplingParams, repeating_tail
 # replays, checkable on any device); "eager" grows the tail step by step, launching every kernel
 # from Python (the reference, and the CPU path). "auto" is "graph" on CUDA, "eager" elsewhere.
 DECODE_MODES = ("auto", "graph", "static", "eager")
+# the decode mode an answer reports when its step could not be captured and ran eagerly instead
+CAPTURE_FAILED = "static, graph capture failed"
 # The fixed-shape tail is allocated in multiples of this many tokens, so questions of similar
 # length and answer budget reuse one capture.
 _TAIL_QUANTUM = 1024
@@ -356,6 +358,10 @@ class StarEngine:
             self.unfed = [tokens[-1]]
         if step_one:
             stats.capture_seconds = step_one.capture_seconds - capture_before
+            if step_one.capture_failure and self.decode == "graph":
+                # not tried again for later answers: the model stays as it is
+                self.decode = "static"
+                stats.decode_mode = CAPTURE_FAILED
         stats.decode_seconds = time.perf_counter() - decode_start - stats.capture_seconds
         stats.decode_tokens = max(0, len(tokens) - 1)
         return tokens, stats

@@ -48,15 +48,16 @@ class DecodeStep:
         self._graph: torch.cuda.CUDAGraph | None = None
         self._logits: torch.Tensor | None = None
         self.capture_seconds = 0.0  # spent capturing, in the call that did it
+        self.capture_failure = ""  # why the step could not be captured; it then runs eagerly
 
     def __call__(self, token: int, position: int, tail_length: int) -> torch.Tensor:
         self.ids.fill_(token)
         self.positions.fill_(position)
         self.tail_length.fill_(tail_length)
+        if self.capture and self._graph is None:
+            self._capture_now()
         if not self.capture:
             return self._run()
-        if self._graph is None:
-            self._capture_now()
         self._graph.replay()
         return self._logits
 
@@ -73,8 +74,17 @@ class DecodeStep:
                 self._run()
         current.wait_stream(side)
         graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(graph):
-            self._logits = self._run()
+        try:
+            with torch.cuda.graph(graph):
+                self._logits = self._run()
+        except RuntimeError as error:
+            # Some models' layers cannot be captured (transformers' grouped expert matmul of
+            # gpt-oss and DeepSeek copies from host memory): the same fixed-shape step then runs
+            # eagerly, as exact and slower. torch refuses such an operation before issuing it,
+            # so the stream leaves capture intact.
+            self.capture, self._logits = False, None
+            self.capture_failure = str(error).splitlines()[0] if str(error) else type(error).__name__
         torch.cuda.synchronize(self.device)
-        self._graph = graph
+        if self.capture:
+            self._graph = graph
         self.capture_seconds = time.perf_counter() - start
