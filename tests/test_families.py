@@ -88,6 +88,55 @@ def test_family_with_passes_and_the_cpu_kernel(family):
     assert engine_greedy(engine, doc, question, plan_partition("dense", DOCUMENT)) == want
 
 
+def split_kv_reference(q, segments, scale):
+    """What split_kv.split_kv_attention computes (its Triton kernels need CUDA), by its segments'
+    rules written out: valid keys, bottom-right causal, the window by the first query's slot."""
+    s = q.shape[2]
+    scores, values = [], []
+    for seg in segments:
+        n = seg.keys.shape[2] if seg.valid is None else int(seg.valid)
+        keys = seg.keys[:, :, :n].double().repeat_interleave(q.shape[1] // seg.keys.shape[1], 1)
+        part = (q.double() @ keys.transpose(-1, -2)) * scale
+        slots, rows = torch.arange(n)[None, :], torch.arange(s)[:, None]
+        if seg.causal:
+            part = part.masked_fill(slots > n - s + rows, float("-inf"))
+        if seg.window is not None:
+            part = part.masked_fill(slots <= int(seg.first_query) + rows - seg.window, float("-inf"))
+        scores.append(part)
+        values.append(seg.values[:, :, :n].double().repeat_interleave(q.shape[1] // seg.keys.shape[1], 1))
+    scores = torch.cat(scores, -1)
+    lse = torch.logsumexp(scores, -1)
+    return (torch.softmax(scores, -1) @ torch.cat(values, 2)).to(q.dtype), lse.float()
+
+
+@pytest.mark.parametrize("family", ["mistral-window", "gemma3", "gpt-oss", "qwen2-window", "llama"])
+@pytest.mark.parametrize("decode", ["eager", "static"])
+@pytest.mark.parametrize("question_tokens", [QUESTION, 120])
+def test_phase_two_through_the_split_kv_segments(family, decode, question_tokens, monkeypatch):
+    """Phase 2 as CUDA runs it (the question's prefill and the fixed-shape step through the split-KV
+    kernels; window layers read only the document's last window, and a question longer than the
+    window leaves its own first tokens behind), with the kernels' rules in torch: transformers'
+    answer. The kernels themselves are checked against float64 on the GPU."""
+    from starcli.star import split_kv
+
+    calls = []
+
+    def reference(q, segments, scale):
+        calls.append([seg.window for seg in segments])
+        return split_kv_reference(q, segments, scale)
+
+    monkeypatch.setattr(split_kv, "split_kv_attention", reference)
+    monkeypatch.setattr(split_kv, "available", lambda device: True)
+    reference_model, star = family_pair(family)
+    doc, question = random_ids(DOCUMENT, 5), random_ids(question_tokens, 6)
+    want = transformers_greedy(reference_model, doc, question)
+    engine = StarEngine(star, kernel="math", decode=decode)
+    assert engine_greedy(engine, doc, question, plan_partition("dense", DOCUMENT)) == want
+    assert engine_greedy(engine, doc, question, plan_star(DOCUMENT, 1, block_size=128, relay=128)) is not None
+    windowed = any(w is not None for segs in calls for w in segs)
+    assert calls and windowed == (family != "llama")
+
+
 @pytest.mark.parametrize("family", sorted(REFUSED_BY_BEHAVIOUR))
 def test_family_refused_by_what_it_does(family):
     attention.register()

@@ -103,9 +103,11 @@ def test_captured_decode_gives_the_eager_tokens(attention, relay, dtype):
 @pytest.mark.parametrize("queries", [1, 48])
 @pytest.mark.parametrize("doc", [0, 700, 30000])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
-def test_split_kv_attention_matches_float64(heads, dim, queries, doc, dtype):
+@pytest.mark.parametrize("window", [None, 90])
+def test_split_kv_attention_matches_float64(heads, dim, queries, doc, dtype, window):
     """Document (non-causal) plus a tail whose valid length is a device tensor (causal, bottom-right),
-    against one float64 softmax over the document and the tail's valid keys."""
+    against one float64 softmax over the document and the tail's valid keys; with a sliding window,
+    the first query's slot given as an int for the document and on the device for the tail."""
     from starcli.star.split_kv import Segment, available, split_kv_attention
 
     if not available(torch.device("cuda")):
@@ -117,13 +119,18 @@ def test_split_kv_attention_matches_float64(heads, dim, queries, doc, dtype):
     doc_k, doc_v = (torch.randn(1, hkv, doc + 64, dim, device="cuda", dtype=dtype)[:, :, :doc] for _ in range(2))
     tail_k, tail_v = (torch.randn(1, hkv, capacity, dim, device="cuda", dtype=dtype) for _ in range(2))
     tail_k[:, :, valid:] *= 50  # past the valid end: must not leak in
-    segments = ([Segment(doc_k, doc_v)] if doc else []) + [Segment(tail_k, tail_v, torch.tensor(valid, device="cuda"), True)]
+    first = valid - queries  # the first query's slot in the tail
+    segments = ([Segment(doc_k, doc_v, window=window, first_query=doc + first)] if doc else []) + [
+        Segment(tail_k, tail_v, torch.tensor(valid, device="cuda"), True, window, torch.tensor(first, device="cuda"))]
     scale = dim**-0.5
     out, lse = split_kv_attention(q, segments, scale)
     keys = torch.cat([doc_k, tail_k[:, :, :valid]], 2).double().cpu().repeat_interleave(hq // hkv, 1)
     values = torch.cat([doc_v, tail_v[:, :, :valid]], 2).double().cpu().repeat_interleave(hq // hkv, 1)
     scores = (q.double().cpu() @ keys.transpose(-1, -2)) * scale
-    allowed = torch.arange(doc + valid)[None, :] <= (doc + valid - queries + torch.arange(queries))[:, None]
+    own = (doc + first + torch.arange(queries))[:, None]
+    allowed = torch.arange(doc + valid)[None, :] <= own
+    if window is not None:
+        allowed &= torch.arange(doc + valid)[None, :] > own - window
     scores = scores.masked_fill(~allowed, float("-inf"))
     tol = dict(atol=1e-4, rtol=1e-4) if dtype == torch.float32 else dict(atol=2e-2, rtol=0)
     torch.testing.assert_close(out.double().cpu(), torch.softmax(scores, -1) @ values, **tol)

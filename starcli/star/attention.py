@@ -311,9 +311,9 @@ class AttentionState:
 
     def _generate(self, layer, q, k, v, scale, pattern: LayerPattern):
         tail_length = self.step.tail_length
-        if (self.split_kv and pattern.plain and q.shape[-1] == v.shape[-1]
+        if (self.split_kv and pattern.window_only and q.shape[-1] == v.shape[-1]
                 and (tail_length is not None or q.shape[1] // k.shape[1] * q.shape[2] <= _SPLIT_KV_ROWS)):
-            return self._generate_split_kv(layer, q, k, v, scale, tail_length)
+            return self._generate_split_kv(layer, q, k, v, scale, tail_length, pattern.window)
         partials = []
         held = self.document.read(layer)
         if held is not None and held[0].shape[2]:
@@ -329,19 +329,23 @@ class AttentionState:
         outs, lses = self.comm.all_gather_partials(*partial)
         return merge_many(outs, lses)
 
-    def _document_in_view(self, q, held, scale, pattern: LayerPattern) -> list[tuple[torch.Tensor, torch.Tensor]]:
-        """Partials of phase 2's queries over the document keys a window or chunk lets them see,
-        stretch by stretch of the buffer. Every query of phase 2 comes after the document, so keys
-        before ``first_visible(total_tokens)`` are never seen and are not read."""
-        partials = []
+    def _document_stretches(self, held, pattern: LayerPattern):
+        """(first position, keys, values) of each stretch of the document buffer that phase 2's
+        queries can see. Every query of phase 2 comes after the document, so keys before
+        ``first_visible(total_tokens)`` are never seen and are not read."""
         offset = 0
         for start, end in self.document_ranges:
             keys, values = (x[:, :, offset : offset + end - start] for x in held)
             offset += end - start
             first = max(start, pattern.first_visible(self.total_tokens))
-            if first >= end:
-                continue
-            keys, values = keys[:, :, first - start :], values[:, :, first - start :]
+            if first < end:
+                yield first, keys[:, :, first - start :], values[:, :, first - start :]
+
+    def _document_in_view(self, q, held, scale, pattern: LayerPattern) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """Partials of phase 2's queries over the document keys a window or chunk lets them see."""
+        partials = []
+        for first, keys, values in self._document_stretches(held, pattern):
+            end = first + keys.shape[2]
             if self.step.query_start is not None:
                 partials.append(self._attend(q, keys, values, False, scale, self.step.query_start, first, pattern))
             else:  # fixed shapes: the positions move on the device, the mask follows them there
@@ -350,21 +354,30 @@ class AttentionState:
                                                      scale=scale, pattern=pattern))
         return partials
 
-    def _generate_split_kv(self, layer, q, k, v, scale, tail_length: torch.Tensor | None):
+    def _generate_split_kv(self, layer, q, k, v, scale, tail_length: torch.Tensor | None, window: int | None):
         """Document and tail in one two-kernel split-KV attention (CUDA): the captured step, whose
-        tail length is on the device, and a short question's prefill, whose offset is known here."""
+        tail length is on the device, and a short question's prefill, whose offset is known here.
+        A sliding-window layer reads only the document's last ``window`` keys; the kernels drop
+        those each query's window has left behind, by the slot of its own position."""
         segments = []
         held = self.document.read(layer)
         if held is not None and held[0].shape[2]:
-            segments.append(split_kv.Segment(*held))
+            if window is None:
+                segments.append(split_kv.Segment(*held))
+            else:
+                for first, keys, values in self._document_stretches(held, LayerPattern(window=window)):
+                    # the first query's position, counted from this stretch's first slot
+                    own = (tail_length + (self.total_tokens - first) if tail_length is not None
+                           else self.step.query_start - first)
+                    segments.append(split_kv.Segment(keys, values, window=window, first_query=own))
         if self.comm.is_last:
             if tail_length is None:
                 keys, values = self._grow_tail(layer, k, v)
-                valid = None
+                valid, own = None, keys.shape[2] - q.shape[2]
             else:
                 keys, values = self._write_tail(layer, k, v, tail_length)
-                valid = tail_length + q.shape[2]
-            segments.append(split_kv.Segment(keys, values, valid=valid, causal=True))
+                valid, own = tail_length + q.shape[2], tail_length
+            segments.append(split_kv.Segment(keys, values, valid=valid, causal=True, window=window, first_query=own))
         partial = split_kv.split_kv_attention(q, segments, scale) if segments else empty_partial(q)
         outs, lses = self.comm.all_gather_partials(*partial)
         return merge_many(outs, lses)

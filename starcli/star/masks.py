@@ -30,6 +30,11 @@ class LayerPattern:
         """Causal attention over every earlier key, unscaled: what the fused kernels compute."""
         return self.window is None and self.chunk is None and not self.softcap
 
+    @property
+    def window_only(self) -> bool:
+        """Causal attention, over a sliding window or not: what the split-KV kernels compute."""
+        return self.chunk is None and not self.softcap
+
     def first_visible(self, position: int) -> int:
         """The first key position the query at ``position`` sees; never decreases with ``position``."""
         first = 0

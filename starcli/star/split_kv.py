@@ -9,7 +9,9 @@ launches, not the bytes read, set the time per token. Here it is two:
    split, row tile) computes the softmax over its keys with an online max and writes its partial
    (out, lse). The rows are the query heads that share the KV head times the queries
    (grouped-query attention needs no KV copy). A segment's valid length may be a device tensor
-   (the tail during graph replay); causal segments are bottom-right aligned to that length.
+   (the tail during graph replay); causal segments are bottom-right aligned to that length. A
+   segment of a sliding-window layer also drops the keys a query's window has left behind, by the
+   slot of the query's own position (again an int or a device tensor).
 2. ``_merge``: every split's partial merged by the log-sum-exp rule (see merge.py), written as the
    final (out, lse), so ranks can still merge theirs afterwards.
 
@@ -41,12 +43,17 @@ _TAIL_SPLIT = 256
 @dataclass
 class Segment:
     """Keys and values (B, Hkv, N, D), the number of valid keys (int, or a 0-dim device tensor;
-    None: all N) and whether the queries see them causally (bottom-right at the valid end)."""
+    None: all N) and whether the queries see them causally (bottom-right at the valid end).
+    ``window``: query i sees only slots > ``first_query`` + i - window, where ``first_query`` (int
+    or 0-dim device tensor) is the slot the first query's own position has in this segment (past
+    its end for a document before the queries)."""
 
     keys: torch.Tensor
     values: torch.Tensor
     valid: torch.Tensor | int | None = None
     causal: bool = False
+    window: int | None = None
+    first_query: torch.Tensor | int = 0
 
 
 def available(device: torch.device) -> bool:
@@ -62,12 +69,13 @@ if triton is not None:
         return bh // kv_heads, bh % kv_heads, row, row < rows
 
     # lengths change from call to call: one compiled kernel for all of them, not one per divisibility
-    @triton.jit(do_not_specialize=["n_valid", "split_base"])
-    def _partials(q_ptr, k_ptr, v_ptr, out_ptr, lse_ptr, valid_ptr,
+    @triton.jit(do_not_specialize=["n_valid", "split_base", "first_query", "window"])
+    def _partials(q_ptr, k_ptr, v_ptr, out_ptr, lse_ptr, valid_ptr, first_ptr,
                   sq_b, sq_h, sq_s, sk_b, sk_h, sk_n, sv_b, sv_h, sv_n,
-                  n_valid, kv_heads, queries, rows, split_keys, split_base, total_splits, scale,
+                  n_valid, first_query, window, kv_heads, queries, rows, split_keys, split_base, total_splits, scale,
                   HEAD_DIM: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
-                  VALID_ON_DEVICE: tl.constexpr, CAUSAL: tl.constexpr, PRECISION: tl.constexpr):
+                  VALID_ON_DEVICE: tl.constexpr, CAUSAL: tl.constexpr, WINDOWED: tl.constexpr,
+                  FIRST_ON_DEVICE: tl.constexpr, PRECISION: tl.constexpr):
         bh = tl.program_id(0)
         split = tl.program_id(1)
         b, h, row, row_ok = _rows_of(bh, tl.program_id(2), kv_heads, rows, BLOCK_M)
@@ -84,6 +92,12 @@ if triton is not None:
         end = tl.minimum(start + split_keys, valid)
         # bottom-right causal: query i sees keys up to valid - queries + i
         limit = valid - queries + query
+        if WINDOWED:
+            if FIRST_ON_DEVICE:
+                own = tl.load(first_ptr).to(tl.int32) + query
+            else:
+                own = first_query + query
+            oldest = own - window  # the last slot the query's window has left behind
         m = tl.full([BLOCK_M], float("-inf"), tl.float32)
         total = tl.zeros([BLOCK_M], tl.float32)
         acc = tl.zeros([BLOCK_M, HEAD_DIM], tl.float32)
@@ -99,6 +113,8 @@ if triton is not None:
             keep = col_ok[None, :]
             if CAUSAL:
                 keep = keep & (cols[None, :] <= limit[:, None])
+            if WINDOWED:
+                keep = keep & (cols[None, :] > oldest[:, None])
             scores = tl.where(keep, scores, float("-inf"))
             new_m = tl.maximum(m, tl.max(scores, 1))
             # rows with nothing seen yet keep m = -inf: shift by 0 there instead of NaN
@@ -180,11 +196,14 @@ def split_kv_attention(q: torch.Tensor, segments: list[Segment], scale: float) -
         k, v = seg.keys, seg.values
         on_device = isinstance(seg.valid, torch.Tensor)
         valid = k.shape[2] if seg.valid is None else (0 if on_device else int(seg.valid))
+        first_on_device = isinstance(seg.first_query, torch.Tensor)
         _partials[(b * hkv, count, tiles)](
             q, k, v, part_out, part_lse, seg.valid if on_device else part_lse,
+            seg.first_query if first_on_device else part_lse,
             q.stride(0), q.stride(1), q.stride(2), k.stride(0), k.stride(1), k.stride(2), v.stride(0), v.stride(1), v.stride(2),
-            valid, hkv, s, rows, per, base, total, scale,
+            valid, 0 if first_on_device else int(seg.first_query), seg.window or 0, hkv, s, rows, per, base, total, scale,
             HEAD_DIM=d, BLOCK_M=block_m, BLOCK_N=_BLOCK_N, VALID_ON_DEVICE=on_device, CAUSAL=seg.causal,
+            WINDOWED=seg.window is not None, FIRST_ON_DEVICE=first_on_device,
             PRECISION="ieee" if q.dtype == torch.float32 else "tf32",  # float32 stays float32 (no TF32)
         )
         base += count
