@@ -105,36 +105,17 @@ def test_captured_decode_gives_the_eager_tokens(attention, relay, dtype):
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 @pytest.mark.parametrize("window", [None, 90])
 def test_split_kv_attention_matches_float64(heads, dim, queries, doc, dtype, window):
-    """Document (non-causal) plus a tail whose valid length is a device tensor (causal, bottom-right),
-    against one float64 softmax over the document and the tail's valid keys; with a sliding window,
-    the first query's slot given as an int for the document and on the device for the tail."""
-    from starcli.star.split_kv import Segment, available, split_kv_attention
+    """The split-KV kernels against float64 (tests/split_kv_cases.py), windows included."""
+    from starcli.star.split_kv import available
+
+    from .split_kv_cases import split_kv_case
 
     if not available(torch.device("cuda")):
         pytest.skip("triton not available")
-    torch.manual_seed(0)
-    hq, hkv = heads
-    capacity, valid = 1024, 60 + queries
-    q = torch.randn(1, queries, hq, dim, device="cuda", dtype=dtype).transpose(1, 2)  # the model's layout
-    doc_k, doc_v = (torch.randn(1, hkv, doc + 64, dim, device="cuda", dtype=dtype)[:, :, :doc] for _ in range(2))
-    tail_k, tail_v = (torch.randn(1, hkv, capacity, dim, device="cuda", dtype=dtype) for _ in range(2))
-    tail_k[:, :, valid:] *= 50  # past the valid end: must not leak in
-    first = valid - queries  # the first query's slot in the tail
-    segments = ([Segment(doc_k, doc_v, window=window, first_query=doc + first)] if doc else []) + [
-        Segment(tail_k, tail_v, torch.tensor(valid, device="cuda"), True, window, torch.tensor(first, device="cuda"))]
-    scale = dim**-0.5
-    out, lse = split_kv_attention(q, segments, scale)
-    keys = torch.cat([doc_k, tail_k[:, :, :valid]], 2).double().cpu().repeat_interleave(hq // hkv, 1)
-    values = torch.cat([doc_v, tail_v[:, :, :valid]], 2).double().cpu().repeat_interleave(hq // hkv, 1)
-    scores = (q.double().cpu() @ keys.transpose(-1, -2)) * scale
-    own = (doc + first + torch.arange(queries))[:, None]
-    allowed = torch.arange(doc + valid)[None, :] <= own
-    if window is not None:
-        allowed &= torch.arange(doc + valid)[None, :] > own - window
-    scores = scores.masked_fill(~allowed, float("-inf"))
+    (out, lse), (want_out, want_lse) = split_kv_case("cuda", heads, dim, queries, doc, dtype, window)
     tol = dict(atol=1e-4, rtol=1e-4) if dtype == torch.float32 else dict(atol=2e-2, rtol=0)
-    torch.testing.assert_close(out.double().cpu(), torch.softmax(scores, -1) @ values, **tol)
-    torch.testing.assert_close(lse.double().cpu(), torch.logsumexp(scores, -1), **(tol if dtype == torch.float32 else dict(atol=1e-2, rtol=0)))
+    torch.testing.assert_close(out, want_out, **tol)
+    torch.testing.assert_close(lse, want_lse, **(tol if dtype == torch.float32 else dict(atol=1e-2, rtol=0)))
 
 
 @cuda
