@@ -49,7 +49,7 @@ def engine_ttft(session: Session, doc, question, partition) -> tuple[float, floa
     """(wall time to the first token, phase 1 s, prefill s) as the engine reports them."""
     sync()
     start = time.perf_counter()
-    encode, _ = session.encode(doc, partition)
+    encode, _ = session.encode(doc, partition, question_ids=question)
     _, stats = session.answer(question, max_new_tokens=1, loop_guard=False)
     return time.perf_counter() - start, encode.seconds, stats.prefill_seconds
 

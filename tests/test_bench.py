@@ -190,10 +190,10 @@ def test_single_process_run(tmp_path, capsys, one_thread):
 def test_out_of_memory_cell_is_recorded(monkeypatch, capsys, one_thread):
     original = StarEngine.encode_context
 
-    def encode(self, doc_ids, partition, on_progress=None):
+    def encode(self, doc_ids, partition, on_progress=None, question_ids=None):
         if partition.num_tokens == 384:
             raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 9.00 GiB")
-        return original(self, doc_ids, partition, on_progress)
+        return original(self, doc_ids, partition, on_progress, question_ids)
 
     monkeypatch.setattr(StarEngine, "encode_context", encode)
     report = benchmark(lengths="128,384", modes="star", **FAST)
@@ -268,9 +268,9 @@ def test_cell_that_cannot_fit_is_not_run(monkeypatch, capsys, one_thread):
     calls = []
     original = StarEngine.encode_context
 
-    def encode(self, doc_ids, partition, on_progress=None):
+    def encode(self, doc_ids, partition, on_progress=None, question_ids=None):
         calls.append(partition.num_tokens)
-        return original(self, doc_ids, partition, on_progress)
+        return original(self, doc_ids, partition, on_progress, question_ids)
 
     monkeypatch.setattr(StarEngine, "encode_context", encode)
     # a capacity between what the 128-token and the 4096-token dense cells would need

@@ -292,3 +292,53 @@ def test_relay_settings_are_checked():
 
     with pytest.raises(PartitionError, match="negative"):
         plan_star(300, 1, block_size=64, relay=-1)
+
+
+@pytest.mark.parametrize("family", ["qwen2", "mistral-window", "gemma3", "gpt-oss"])
+@pytest.mark.parametrize("decode", ["eager", "static"])
+@pytest.mark.parametrize("pass_tokens", [None, 128])
+def test_first_question_encoded_with_the_document_answers_the_same(family, decode, pass_tokens):
+    """Dense phase 1 with the first question in its last pass: the same answers (that one, a second
+    question, a follow-up turn) as a separate prefill, the same document KV, and no prefill forward."""
+    from .tiny import family_pair
+
+    _, star = family_pair(family)
+    doc, question, other = random_ids(400, 1), random_ids(6, 2).tolist(), random_ids(5, 3).tolist()
+    options = dict(kernel="math", decode=decode) | ({"pass_tokens": pass_tokens} if pass_tokens else {})
+    results = []
+    for along in (None, question):
+        engine = StarEngine(star, **options)
+        engine.encode_context(doc, plan_partition("dense", 400), question_ids=along)
+        kv = {name: t.clone() for name, t in engine.export_document_kv().items()}
+        stepped = []
+        step = engine._step
+        engine._step = lambda ids, position: stepped.append(len(ids)) or step(ids, position)
+        answers = [engine.answer(question, max_new_tokens=8)[0]]
+        prefilled = stepped[:1]
+        answers.append(engine.answer(other, max_new_tokens=8)[0])
+        answers.append(engine.answer(question, max_new_tokens=6, keep_history=True)[0])
+        results.append((answers, kv, prefilled))
+    (separate, kv, prefilled), (along, kv_along, prefilled_along) = results
+    assert along == separate
+    assert kv.keys() == kv_along.keys() and all(torch.allclose(kv[n], kv_along[n], rtol=1e-4, atol=1e-4) for n in kv)
+    assert all(t.shape[2] == 400 for t in kv_along.values())
+    assert prefilled == [len(question)] and prefilled_along != [len(question)]
+
+
+def test_a_question_encoded_with_the_document_serves_only_that_question_first():
+    _, star = tiny_pair("qwen2")
+    doc, question = random_ids(300, 1), random_ids(6, 2).tolist()
+    engine = StarEngine(star, kernel="math")
+    engine.encode_context(doc, plan_partition("dense", 300), question_ids=question)
+    stepped = []
+    step = engine._step
+    engine._step = lambda ids, position: stepped.append(len(ids)) or step(ids, position)
+    other = random_ids(4, 3).tolist()
+    engine.answer(other, max_new_tokens=3)
+    assert stepped[0] == len(other)  # prefilled: the encoded question was another one
+    stepped.clear()
+    engine.answer(question, max_new_tokens=3)
+    assert stepped[0] == len(question)  # no longer held: it serves the first answer only
+    star_engine = StarEngine(star, kernel="math")
+    star_engine.encode_context(doc, plan_partition("star", 300, 1, 128), question_ids=question)
+    assert star_engine._encoded_question is None  # star: the question is prefilled after phase 1

@@ -55,7 +55,8 @@ def run_job(job: Job, comm: Comm, emit: Emit, session: Session | None = None, *,
             session.check_cancelled(cancelled)
 
     cache = CacheIdentity(job.model_path, settings.rope_scaling, tuple(job.sources)) if settings.cache else None
-    encode, cache_info = session.encode(job.document_ids, partition, on_progress, cache=cache, memory=memory, emit=speak)
+    encode, cache_info = session.encode(job.document_ids, partition, on_progress, cache=cache, memory=memory, emit=speak,
+                                        question_ids=job.questions[0] if job.questions else None)
     speak(events.Stage(events.ENCODING_BLOCKS, total_blocks, total_blocks))
     answers = []
     for index, question_ids in enumerate(job.questions):

@@ -103,14 +103,16 @@ class Session:
 
     def encode(self, document_ids: list[int] | torch.Tensor, partition: Partition,
                on_progress: Callable[[int, int], None] | None = None, *, cache: CacheIdentity | None = None,
-               memory: DocumentMemory | None = None, emit: Emit | None = None) -> tuple[EncodeStats, dict | None]:
+               memory: DocumentMemory | None = None, emit: Emit | None = None,
+               question_ids: list[int] | None = None) -> tuple[EncodeStats, dict | None]:
         """Phase 1 of ``document_ids`` under ``partition``. Each rank's KV comes, when every rank
         finds its share, from ``memory`` (documents a server keeps encoded), else with ``cache``
         from the document cache on disk; it is stored in both when encoded here. Returns the
-        encoding's statistics and, with ``cache`` or ``memory``, what they did."""
+        encoding's statistics and, with ``cache`` or ``memory``, what they did. ``question_ids``:
+        the first question, encoded along where phase 1 runs here (``StarEngine.encode_context``)."""
         ids = document_ids if isinstance(document_ids, torch.Tensor) else torch.tensor(document_ids, dtype=torch.long)
         if cache is None and memory is None:
-            return self.engine.encode_context(ids, partition, on_progress), None
+            return self.engine.encode_context(ids, partition, on_progress, question_ids), None
         id_list = ids.tolist()
         stats, info = None, {"hit": False}
         if memory is not None:
@@ -123,7 +125,7 @@ class Session:
             key = self._cache_key(cache, id_list, partition)
             stats, info = self._load_cached(key, partition, emit or events.discard)
             if stats is None:
-                stats = self.engine.encode_context(ids, partition, on_progress)
+                stats = self.engine.encode_context(ids, partition, on_progress, question_ids)
                 try:
                     documents.save(key, self.engine.export_document_kv(), stats.seconds, list(cache.sources))
                 except Exception as exc:  # noqa: BLE001 - the cache only saves time: the answer goes on
@@ -131,7 +133,7 @@ class Session:
                         f"could not store the encoded document in the cache ({one_line(exc)}); answering without it",
                         warning=True))
         if stats is None:
-            stats = self.engine.encode_context(ids, partition, on_progress)
+            stats = self.engine.encode_context(ids, partition, on_progress, question_ids)
         if memory is not None and not info.get("memory"):
             memory.put(memory_key, self.engine.export_document_kv(), len(id_list),
                        stats.seconds + info.get("saved_s", 0.0))

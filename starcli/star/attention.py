@@ -64,7 +64,9 @@ class BlocksStep:
 
 @dataclass
 class DenseChunkStep:
-    pass
+    # the pass ends with this many tokens of the first question, which ride along with the
+    # document's last pass: their KV goes to ``AttentionState.question``, not the document
+    question_tokens: int = 0
 
 
 @dataclass
@@ -139,6 +141,7 @@ class AttentionState:
         self.document = KVBuffer(0)
         self.anchor = KVBuffer(0)
         self.tail = KVBuffer(0)
+        self.question = KVBuffer(0)  # a question encoded with the document's last pass (DenseChunkStep)
         self.anchor_in_document = False  # rank 0: the anchor is the start of the document buffer
         # phase 2 through split_kv's kernels (set by the engine where they run: CUDA with Triton)
         self.split_kv = False
@@ -272,7 +275,10 @@ class AttentionState:
         offset = self.document.filled
         start = self.document_ranges[0][0]
         earlier = self.document.read(layer, end=offset)
-        self.document.write(layer, k, v, offset)
+        own = k.shape[2] - self.step.question_tokens
+        self.document.write(layer, k[:, :, :own], v[:, :, :own], offset)
+        if self.step.question_tokens:
+            self.question.write(layer, k[:, :, own:], v[:, :, own:], 0)
         if (earlier is None or offset == 0) and pattern.plain and not self.lse_wanted:
             # nothing to merge with and no sink to weigh: no LSE needed
             return causal_attention(q, k, v, scale=scale, kernel=self.kernel), None

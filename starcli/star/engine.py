@@ -136,6 +136,8 @@ class StarEngine:
         self.state.split_kv = split_kv.available(self.device)
         self.run = None
         self._decode_step: DecodeStep | None = None
+        # (question ids, logits of its last token) when phase 1 ran the first question along
+        self._encoded_question: tuple[list[int], torch.Tensor] | None = None
         self.history = 0  # question/answer tokens after the document (same on every rank)
         self.unfed: list[int] = []  # an answer's last token, chosen but not yet run through the model
 
@@ -172,9 +174,15 @@ class StarEngine:
 
     # --- phase 1 ---------------------------------------------------------------------------------
     def encode_context(
-        self, doc_ids: torch.Tensor, partition: Partition, on_progress: Callable[[int, int], None] | None = None
+        self, doc_ids: torch.Tensor, partition: Partition, on_progress: Callable[[int, int], None] | None = None,
+        question_ids: list[int] | None = None,
     ) -> EncodeStats:
-        """Encode this rank's share of ``doc_ids`` (N,) per ``partition``; keeps its KV for phase 2."""
+        """Encode this rank's share of ``doc_ids`` (N,) per ``partition``; keeps its KV for phase 2.
+
+        With ``question_ids`` and dense attention on one rank the first question rides in the
+        document's last pass, as in one forward over document + question: the first ``answer`` of
+        exactly those ids starts from that pass's logits instead of a second, launch-bound forward.
+        The document's KV is the same either way (the question comes after it)."""
         if doc_ids.numel() != partition.num_tokens:
             raise EngineError(f"partition is for {partition.num_tokens} tokens, got {doc_ids.numel()}")
         self.reset()
@@ -189,7 +197,8 @@ class StarEngine:
         if partition.attention == "star":
             self._encode_star(doc_ids, partition, stats, on_progress)
         elif partition.attention == "dense":
-            self._encode_dense(doc_ids, partition, stats, on_progress)
+            self._encode_dense(doc_ids, partition, stats, on_progress,
+                               question_ids if self.comm.world_size == 1 else None)
         elif partition.attention == "ring":
             self._encode_ring(doc_ids, partition, stats, on_progress)
         else:
@@ -248,10 +257,18 @@ class StarEngine:
             like_values = torch.empty(1, shape.heads, 0, shape.value_dim, dtype=self.model.dtype, device=self.device)
             self.state.receive_anchor(layer, like, anchor, like_values)
 
-    def _encode_dense(self, doc_ids, partition: Partition, stats: EncodeStats, on_progress) -> None:
+    def _encode_dense(self, doc_ids, partition: Partition, stats: EncodeStats, on_progress,
+                      question_ids: list[int] | None = None) -> None:
         chunks = plan_dense(partition.num_tokens, self.pass_tokens).ranks[0].blocks
         for i, chunk in enumerate(chunks):
-            self._forward(doc_ids[chunk.start : chunk.end], self._positions(chunk.start, chunk.end), DenseChunkStep(), False)
+            ids, extra = doc_ids[chunk.start : chunk.end], 0
+            if question_ids and i == len(chunks) - 1:
+                extra = len(question_ids)
+                ids = torch.cat([ids, torch.tensor(question_ids, dtype=ids.dtype).to(self.device, non_blocking=True)])
+                self.state.question = attention.KVBuffer(extra)
+            logits = self._forward(ids, self._positions(chunk.start, chunk.end + extra), DenseChunkStep(extra), extra > 0)
+            if extra:
+                self._encoded_question = (list(question_ids), logits)
             self.state.document.filled += chunk.length
             stats.passes += 1
             if on_progress:
@@ -279,6 +296,15 @@ class StarEngine:
         logits = self._forward(tensor, positions, GenerateStep(positions=positions, query_start=position), want_logits=True)
         if self.comm.is_last:
             self.state.tail.filled += len(ids)
+        return logits
+
+    def _question_from_phase_one(self, logits: torch.Tensor) -> torch.Tensor:
+        """The question phase 1 encoded: its KV into the tail, where a prefill would have put it."""
+        question = self.state.question
+        for layer in question.keys:
+            self.state.tail.write(layer, question.keys[layer], question.values[layer], 0)
+        self.state.tail.filled += question.capacity
+        self.state.question = attention.KVBuffer(0)
         return logits
 
     def _choose(self, logits: torch.Tensor, sampler: Sampler) -> int:
@@ -325,7 +351,11 @@ class StarEngine:
         position = self.run.partition.num_tokens + self.history
         self.history += len(question_ids)
         start = time.perf_counter()
-        logits = self._step(question_ids, position)
+        encoded, self._encoded_question = self._encoded_question, None
+        if encoded is not None and encoded[0] == question_ids and position == self.run.partition.num_tokens:
+            logits = self._question_from_phase_one(encoded[1])
+        else:
+            logits = self._step(question_ids, position)
         position += len(question_ids)
         token = self._choose(logits, sampler)
         # the prefill was queued while phase 1 may still have been running: it began when both had

@@ -213,7 +213,7 @@ class _Runner:
         encode = None
         try:
             self.comm.barrier()  # ranks start phase 1 together: the slowest rank's time is the wall time
-            encode, _ = self.session.encode(doc, spec.partition)
+            encode, _ = self.session.encode(doc, spec.partition, question_ids=self.question)
         except (RuntimeError, MemoryError) as exc:
             error = _oom_message(exc)
             if error is None:

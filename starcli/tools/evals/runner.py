@@ -78,7 +78,7 @@ def run_eval(session, samples: list[Sample], configs: Iterable, on_sample: Calla
         doc = torch.tensor(prompts[0].document_ids, dtype=torch.long)
         for config in configs:
             partition = session.plan(doc.numel(), config.attention, config.block_size, config.anchor_size, config.relay)
-            encode, _ = session.encode(doc, partition)
+            encode, _ = session.encode(doc, partition, question_ids=prompts[0].question_ids)
             for (index, sample), prompt in zip(group, prompts):
                 if prompt.document_ids != prompts[0].document_ids:
                     raise UsageError(f"sample {sample.id}: its prompt splits the context differently")
