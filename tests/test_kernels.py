@@ -129,6 +129,30 @@ def test_attention_at_matches_float64(kernel, pattern, case):
     torch.testing.assert_close(lse.double(), ref_lse, atol=2e-5, rtol=2e-5)
 
 
+@pytest.mark.parametrize("kernel", ["math", "cpu-flash"])
+@pytest.mark.parametrize("window, length", [(2, 9), (7, 30), (7, 36), (40, 300), (64, 1000)])
+@pytest.mark.parametrize("batch", [1, 3])
+def test_sliding_window_over_own_keys_in_two_fused_calls(kernel, window, length, batch, monkeypatch):
+    """A block or pass attending causally to itself through a window: chunks of window - 1, each
+    over itself and, reversed, over the chunk before (kernels._sliding_band), never the masked
+    float32 path; equal to the float64 definition, several sequences batched."""
+    from starcli.star import kernels
+
+    def masked(*args, **kwargs):
+        raise AssertionError("the masked path ran")
+
+    if kernel != "math":  # the math kernel is that masked function itself
+        monkeypatch.setattr(kernels, "positional_attention", masked)
+    torch.manual_seed(2)
+    q, k, v = torch.randn(batch, 4, length, 16), torch.randn(batch, 2, length, 16), torch.randn(batch, 2, length, 12)
+    pattern = LayerPattern(window=window)
+    out, lse = attention_at(q, k, v, query_start=500, key_start=500, causal=True, scale=0.3, kernel=kernel,
+                            pattern=pattern)
+    ref_out, ref_lse = pattern_reference(q, k, v, 500, 500, True, pattern, 0.3)
+    torch.testing.assert_close(out.double(), ref_out, atol=2e-5, rtol=2e-5)
+    torch.testing.assert_close(lse.double(), ref_lse, atol=2e-5, rtol=2e-5)
+
+
 @pytest.mark.parametrize("pattern", PATTERNS, ids=str)
 def test_positions_on_the_device_mask_like_the_host(pattern):
     """The captured step's path (positions as tensors, buffer slots past the end masked) equals the

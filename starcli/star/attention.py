@@ -37,7 +37,8 @@ import torch
 
 from . import split_kv
 from .comm import Comm
-from .kernels import attention_at, attention_upto, attention_with_lse, causal_attention, empty_partial, positional_attention
+from .kernels import (attention_at, attention_upto, attention_with_lse, causal_attention, empty_partial, join_blocks,
+                      join_lse, positional_attention, split_blocks)
 from .masks import PLAIN, LayerPattern, layer_pattern
 from .merge import merge_many, merge_partials
 
@@ -228,10 +229,10 @@ class AttentionState:
             # local causal attention of each block to itself, the blocks batched along dim 0 (a
             # window's mask is relative, so every block of the run takes the first one's positions)
             local_out, local_lse = self._attend(
-                _split_blocks(q[:, :, span], count), _split_blocks(k[:, :, span], count),
-                _split_blocks(v[:, :, span], count), True, scale, start + pos, start + pos, pattern,
+                split_blocks(q[:, :, span], count), split_blocks(k[:, :, span], count),
+                split_blocks(v[:, :, span], count), True, scale, start + pos, start + pos, pattern,
             )
-            local_out, local_lse = _join_blocks(local_out, count), _join_lse(local_lse, count)
+            local_out, local_lse = join_blocks(local_out, count), join_lse(local_lse, count)
             # every block sees the whole anchor: one non-causal call for all of them
             merged, merged_lse = merge_partials(local_out, local_lse, *self._attend(q[:, :, span], anchor_k, anchor_v, False,
                                                                                     scale, start + pos, 0, pattern))
@@ -427,25 +428,6 @@ def _runs(lengths: list[int], batch: bool = True) -> list[tuple[int, int]]:
         else:
             runs.append((n, 1))
     return runs
-
-
-def _split_blocks(x: torch.Tensor, count: int) -> torch.Tensor:
-    """(B, H, count·L, D) -> (B·count, H, L, D)."""
-    b, h, total, d = x.shape
-    length = total // count
-    return x.reshape(b, h, count, length, d).transpose(1, 2).reshape(b * count, h, length, d)
-
-
-def _join_blocks(x: torch.Tensor, count: int) -> torch.Tensor:
-    """(B·count, H, L, D) -> (B, H, count·L, D)."""
-    bc, h, length, d = x.shape
-    return x.reshape(bc // count, count, h, length, d).transpose(1, 2).reshape(bc // count, h, count * length, d)
-
-
-def _join_lse(x: torch.Tensor, count: int) -> torch.Tensor:
-    """(B·count, H, L) -> (B, H, count·L)."""
-    bc, h, length = x.shape
-    return x.reshape(bc // count, count, h, length).transpose(1, 2).reshape(bc // count, h, count * length)
 
 
 def star_attention_forward(module, query, key, value, attention_mask, scaling=None, dropout=0.0, star_state=None, **kwargs):

@@ -271,6 +271,8 @@ def attention_at(q, k, v, *, query_start: int, key_start: int, causal: bool, sca
     k, v = k[:, :, first - key_start :], v[:, :, first - key_start :]
     if not pattern.softcap and pattern.first_visible(query_end - 1) <= first:
         return attention_with_lse(q, k, v, causal=causal, scale=scale, kernel=kernel)
+    if causal and pattern.window_only and pattern.window > 1 and key_start == query_start and sk == sq:
+        return _sliding_band(q, k, v, pattern.window, scale, kernel)
     outs, lses = [], []
     for lo in range(0, sq, _MATH_QUERY_CHUNK):
         hi = min(lo + _MATH_QUERY_CHUNK, sq)
@@ -288,6 +290,62 @@ def attention_at(q, k, v, *, query_start: int, key_start: int, causal: bool, sca
         outs.append(out)
         lses.append(lse)
     return torch.cat(outs, dim=2), torch.cat(lses, dim=2)
+
+
+def split_blocks(x: torch.Tensor, count: int) -> torch.Tensor:
+    """(B, H, count·L, D) -> (B·count, H, L, D)."""
+    b, h, total, d = x.shape
+    length = total // count
+    return x.reshape(b, h, count, length, d).transpose(1, 2).reshape(b * count, h, length, d)
+
+
+def join_blocks(x: torch.Tensor, count: int) -> torch.Tensor:
+    """(B·count, H, L, D) -> (B, H, count·L, D)."""
+    bc, h, length, d = x.shape
+    return x.reshape(bc // count, count, h, length, d).transpose(1, 2).reshape(bc // count, h, count * length, d)
+
+
+def join_lse(x: torch.Tensor, count: int) -> torch.Tensor:
+    """(B·count, H, L) -> (B, H, count·L)."""
+    bc, h, length = x.shape
+    return x.reshape(bc // count, count, h, length).transpose(1, 2).reshape(bc // count, h, count * length)
+
+
+def _sliding_band(q, k, v, window: int, scale: float, kernel: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """Causal attention over a sliding window of the queries' own keys (k, v at the queries'
+    positions) in two batched fused calls. Cut the queries into chunks of C = window - 1: a query
+    sees all earlier keys of its own chunk, and of the chunk before it exactly the keys at or after
+    its own offset (a query at offset i of chunk c sees c·C + i - window < key, i.e. offset ≥ i
+    in chunk c - 1). Reversed in both queries and keys, that second part is plain causal attention
+    too. The chunks are batched, the last one padded at its end (padded keys come after every real
+    query, padded queries are dropped), and the two parts merged by log-sum-exp."""
+    b, _, s, _ = q.shape
+    size = window - 1
+    count = -(-s // size)
+    pad = count * size - s
+
+    def chunks(x):
+        return split_blocks(torch.nn.functional.pad(x, (0, 0, 0, pad)), count)
+
+    qc, kc, vc = chunks(q), chunks(k), chunks(v)
+    out, lse = attention_with_lse(qc, kc, vc, causal=True, scale=scale, kernel=kernel)
+
+    def by_chunk(x):  # (B·count, ...) -> (B, count, ...): each batch's chunks apart
+        return x.reshape(b, count, *x.shape[1:])
+
+    def later(x):  # chunks 1.. of every batch
+        return by_chunk(x)[:, 1:].flatten(0, 1)
+
+    def earlier(x):  # chunks ..count-2 of every batch: the chunk before each of ``later``
+        return by_chunk(x)[:, :-1].flatten(0, 1)
+
+    back, back_lse = attention_with_lse(later(qc).flip(2), earlier(kc).flip(2), earlier(vc).flip(2), causal=True,
+                                        scale=scale, kernel=kernel)
+    merged, merged_lse = merge_partials(later(out), later(lse), back.flip(2), back_lse.flip(2))
+    # kernels may hand back non-contiguous outputs: joined anew rather than written through a view
+    out = torch.cat([by_chunk(out)[:, :1], merged.reshape(b, count - 1, *merged.shape[1:])], 1).flatten(0, 1)
+    lse = torch.cat([by_chunk(lse)[:, :1], merged_lse.reshape(b, count - 1, *merged_lse.shape[1:])], 1).flatten(0, 1)
+    return join_blocks(out, count)[:, :, :s], join_lse(lse, count)[:, :, :s]
 
 
 def causal_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, scale: float, kernel: str) -> torch.Tensor:
