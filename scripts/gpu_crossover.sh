@@ -21,11 +21,11 @@ step() {  # seconds, tree, then the command
     | tee -a "$OUT/summary.txt"
 }
 if [ -n "${BEFORE:-}" ]; then
-  step 120 "$BEFORE" python3 scripts/gpu_dense_profile.py --lengths 30k --repeats 3 --candidates \
+  step 120 "$BEFORE" python3 scripts/gpu_dense_profile.py --lengths 30k --repeats 3 \
     --out "$WORK/profile-before"
 fi
 step 150 . python3 scripts/gpu_dense_profile.py --lengths 30k,128k --repeats 3 \
-  --candidates "${CANDIDATES:-one_pass}" --out "$WORK/profile"
+  --candidates "${CANDIDATES:-passes_32k}" --out "$WORK/profile"
 step 240 . python3 scripts/gpu_crossover.py --shape qwen2.5-0.5b --lengths ${LENGTHS:-8k,16k,32k,64k,96k,128k} \
   --configs "${CONFIGS_SMALL:-baselines,star 16K+relay,star 8K+relay,auto}" --repeats 3 --out "$WORK/crossover"
 [ "${LARGE:-1}" = 1 ] && step 150 . python3 scripts/gpu_crossover.py --shape llama3-8b --lengths 64k,128k \

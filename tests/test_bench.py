@@ -18,7 +18,8 @@ from starcli.star.partition import DEFAULT_PASS_TOKENS, plan_dense, plan_ring, p
 from starcli.tools.bench import command, runner
 from starcli.tools.bench.cells import bench_settings
 from starcli.tools.bench.command import benchmark
-from starcli.tools.bench.flops import GIB, ModelDims, estimate_cell_bytes, phase1_flops, score_entries
+from starcli.star.dims import ModelDims
+from starcli.tools.bench.flops import GIB, estimate_cell_bytes, phase1_flops, score_entries
 from starcli.tools.bench.shapes import SHAPES
 from starcli.tools.lengths import parse_lengths
 

@@ -60,6 +60,27 @@ def test_engine_on_cuda_matches_cpu_float32():
     assert gpu_tokens == cpu_tokens
 
 
+@cuda
+@pytest.mark.parametrize("attention", ["dense", "star"])
+def test_phase_one_takes_the_document_in_one_pass_where_memory_allows(attention):
+    from starcli.star.engine import StarEngine
+    from starcli.star.partition import plan_partition
+
+    from .tiny import random_ids, tiny_pair
+
+    _, star = tiny_pair("llama")
+    star = star.to("cuda")
+    doc, question = random_ids(1500, 1), random_ids(5, 2)
+    partition = plan_partition(attention, 1500, 1, 256 if attention == "star" else None)
+    one = StarEngine(star, kernel="auto", pass_tokens=512)
+    one_tokens, _ = _answer(one, doc, question, partition)
+    assert one.run.encode.passes == 1
+    passes = StarEngine(star, kernel="auto", pass_tokens=512)
+    passes._activation_bytes = None  # as where the activations would not fit
+    passes_tokens, _ = _answer(passes, doc, question, partition)
+    assert passes.run.encode.passes > 1 and passes_tokens == one_tokens
+
+
 def _answer(engine, doc, question, partition):
     engine.encode_context(doc, partition)
     return engine.answer(question.tolist(), max_new_tokens=8)

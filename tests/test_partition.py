@@ -79,3 +79,12 @@ def test_star_blocks_are_cut_every_block_size(world):
     kept = [t for b in p.blocks for t in range(b.start, b.end)]
     assert kept == list(range(1000))
     assert [b.start for b in p.blocks] == list(range(0, 1000, 128)) and p.anchor_size == 64
+
+
+def test_pass_size_takes_the_whole_document_only_where_it_fits_twice_over():
+    from starcli.star.partition import pass_size
+
+    # 100 tokens of 10 bytes of activations and 4 of KV: 100 * (4 + 2 * 10) = 2,400 bytes needed
+    assert pass_size(100, 32, 10, 4, 2400) == 100
+    assert pass_size(100, 32, 10, 4, 2399) == 32
+    assert pass_size(20, 32, 10, 4, 0) == 32  # within one pass anyway: memory is not asked

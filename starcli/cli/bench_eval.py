@@ -42,7 +42,7 @@ def bench(
     decode_tokens: Annotated[int, typer.Option("--decode-tokens", help="Decode steps timed.")] = 32,
     decode_warmup: Annotated[int, typer.Option("--decode-warmup", help="Decode steps run before timing.")] = 64,
     repeats: Annotated[int, typer.Option("--repeats", help="Timed runs per cell (median reported).")] = 1,
-    pass_tokens: Annotated[int, typer.Option("--pass-tokens", help="Most document tokens per forward pass.")] = DEFAULT_PASS_TOKENS,
+    pass_tokens: Annotated[int, typer.Option("--pass-tokens", help="Most document tokens per forward pass where the whole document does not fit in the GPU's free memory (on the CPU: always).")] = DEFAULT_PASS_TOKENS,
     json_path: Annotated[Optional[Path], typer.Option("--json", help="Write every cell and the run's metadata here.")] = None,
     seed: Annotated[int, typer.Option("--seed", help="Seed for weights and token ids.")] = 0,
     matmul_size: Annotated[Optional[int], typer.Option("--matmul-size", help="Side of the square matmul measuring the ceiling (default 8192 on cuda, 2048 on cpu).")] = None,

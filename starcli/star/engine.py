@@ -17,9 +17,10 @@ from ..errors import RunError
 from . import attention, split_kv
 from .attention import AttentionState, BlocksStep, DenseChunkStep, GenerateStep, RingStep
 from .comm import Comm
+from .dims import ModelDims
 from .graphs import DecodeStep
 from .kernels import resolve_kernel
-from .partition import DEFAULT_PASS_TOKENS, Partition, plan_dense, plan_star
+from .partition import DEFAULT_PASS_TOKENS, Partition, pass_size, plan_dense, plan_star
 from .probe import config_refusal, probe_attention
 from .sampling import Sampler, SamplingParams, repeating_tail
 
@@ -125,6 +126,7 @@ class StarEngine:
         self.comm = comm or Comm(device=self.device)
         self.kernel = resolve_kernel(kernel, self.device)
         self.pass_tokens = pass_tokens
+        self._activation_bytes = _activation_bytes_per_token(model)
         self.decode = resolve_decode(decode, self.device)
         self.run: EngineRun | None = None
         self.reset()
@@ -233,7 +235,8 @@ class StarEngine:
         # with relay over several ranks a rank's first block waits for the previous rank's last one,
         # layer by layer: one pass per rank, or a rank would wait on a later pass of its neighbour
         # while that neighbour waits for it in an anchor broadcast of an earlier one
-        passes = [list(plan.blocks)] if handover and plan.blocks else _passes(list(plan.blocks), self.pass_tokens)
+        passes = ([list(plan.blocks)] if handover and plan.blocks
+                  else _passes(list(plan.blocks), self._pass_tokens(plan.num_tokens)))
         ranks = partition.ranks
         rank = self.comm.rank
         to_next = ranks[rank + 1].blocks[0].relay if handover and rank + 1 < len(ranks) and ranks[rank + 1].blocks else 0
@@ -249,6 +252,17 @@ class StarEngine:
             if on_progress:
                 on_progress(done, len(plan.blocks))
 
+    def _pass_tokens(self, tokens: int) -> int:
+        """Most tokens in one phase-1 pass (``partition.pass_size``): on a GPU all of them where
+        free memory allows. On the CPU passes stay at ``pass_tokens``: there they bound the
+        resident memory, and a pass there is long enough that the merges cost nothing."""
+        if self.device.type != "cuda" or not self._activation_bytes:
+            return self.pass_tokens
+        free, _ = torch.cuda.mem_get_info(self.device)
+        free += torch.cuda.memory_reserved(self.device) - torch.cuda.memory_allocated(self.device)
+        kv = self.model.dtype.itemsize * sum(s.heads * (s.key_dim + s.value_dim) for s in self.layer_shapes.values())
+        return pass_size(tokens, self.pass_tokens, self._activation_bytes, kv, free)
+
     def _join_anchor_broadcast(self, anchor: int) -> None:
         """A rank with no blocks (more ranks than blocks) still takes part in rank 0's per-layer
         anchor broadcasts, which are collectives over every rank."""
@@ -259,7 +273,8 @@ class StarEngine:
 
     def _encode_dense(self, doc_ids, partition: Partition, stats: EncodeStats, on_progress,
                       question_ids: list[int] | None = None) -> None:
-        chunks = plan_dense(partition.num_tokens, self.pass_tokens).ranks[0].blocks
+        tokens = partition.num_tokens + len(question_ids or ())
+        chunks = plan_dense(partition.num_tokens, self._pass_tokens(tokens)).ranks[0].blocks
         for i, chunk in enumerate(chunks):
             ids, extra = doc_ids[chunk.start : chunk.end], 0
             if question_ids and i == len(chunks) - 1:
@@ -458,6 +473,16 @@ def resolve_decode(name: str, device: torch.device) -> str:
     if name == "graph" and device.type != "cuda":
         raise EngineError("decode mode graph needs a CUDA device")
     return name
+
+
+def _activation_bytes_per_token(model) -> int | None:
+    """A forward's live activations per token, from the config (None where its sizes are not the
+    usual ones: such a model keeps passes of ``pass_tokens``)."""
+    try:
+        dims = ModelDims.from_config(model.config.get_text_config())
+        return dims.activation_per_token * model.dtype.itemsize
+    except (AttributeError, TypeError):
+        return None
 
 
 def _passes(blocks: list, pass_tokens: int) -> list[list]:

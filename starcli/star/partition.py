@@ -24,6 +24,20 @@ DEFAULT_PASS_TOKENS = 32768
 DEFAULT_RELAY = None
 
 
+def pass_size(tokens: int, pass_tokens: int, activation_bytes_per_token: int, kv_bytes_per_token: int,
+              free_bytes: int) -> int:
+    """Most tokens in one phase-1 pass: all ``tokens`` when their activations fit in ``free_bytes``
+    twice over (a margin for the estimate) beside the KV still to be allocated for them, as
+    transformers' own forward takes a prompt; else ``pass_tokens``. More passes cost more: a dense
+    pass after the first attends to the earlier ones through the LSE kernel and a merge (128K in
+    one pass measured 1.018x transformers' forward against 1.060x in passes of 32K on one H200,
+    docs/benchmarks.md), and star batches its blocks only within a pass."""
+    if tokens <= pass_tokens:
+        return pass_tokens
+    needed = tokens * (kv_bytes_per_token + 2 * activation_bytes_per_token)
+    return tokens if needed <= free_bytes else pass_tokens
+
+
 class PartitionError(UsageError):
     """Invalid block/anchor/rank settings, with a one-line message for the user."""
 

@@ -4,55 +4,12 @@ Everything is counted from a model's config and a partition (plain integers), so
 testable against explicit masks and usable before anything runs.
 """
 
-from dataclasses import dataclass
 from typing import Optional
 
-from transformers import PretrainedConfig
-
+from ...star.dims import ModelDims
 from ...star.partition import Partition
 
 GIB = 1024**3
-
-
-@dataclass(frozen=True)
-class ModelDims:
-    layers: int
-    hidden: int
-    intermediate: int
-    q_heads: int
-    kv_heads: int
-    head_dim: int
-    vocab: int
-
-    @classmethod
-    def from_config(cls, config: PretrainedConfig) -> "ModelDims":
-        heads = config.num_attention_heads
-        return cls(
-            layers=config.num_hidden_layers,
-            hidden=config.hidden_size,
-            intermediate=config.intermediate_size,
-            q_heads=heads,
-            kv_heads=getattr(config, "num_key_value_heads", None) or heads,
-            head_dim=getattr(config, "head_dim", None) or config.hidden_size // heads,
-            vocab=config.vocab_size,
-        )
-
-    @property
-    def linear_params(self) -> int:
-        """Weights of the decoder layers' matmuls, counted from the config (not from a model).
-
-        Per layer: q and o projections hidden·Hq·d each, k and v hidden·Hkv·d each, and a gated MLP
-        of three hidden·intermediate matrices. Norms and biases are left out (additions, not
-        multiply-adds), and so are the embedding and LM head: the engine never computes logits for
-        document tokens.
-        """
-        attn = self.hidden * self.head_dim * (2 * self.q_heads + 2 * self.kv_heads)
-        mlp = 3 * self.hidden * self.intermediate
-        return self.layers * (attn + mlp)
-
-    def attention_flops(self, score_entries: int) -> int:
-        """QKᵀ and PV: 2·d multiply-adds each per (query, key) entry, for every query head and layer."""
-        return 4 * self.layers * self.q_heads * self.head_dim * score_entries
 
 
 def _triangle(n: int) -> int:
@@ -115,7 +72,7 @@ def estimate_cell_bytes(
     for ring the whole sequence's K/V of one layer, gathered and then assembled.
     """
     kv_per_token = 2 * dims.layers * dims.kv_heads * dims.head_dim * dtype_bytes
-    per_token_act = (4 * dims.hidden + 2 * (dims.q_heads + 2 * dims.kv_heads) * dims.head_dim + 3 * dims.intermediate)
+    per_token_act = dims.activation_per_token
     if partition is None:  # one transformers forward, no cache kept
         return weight_bytes + hf_tokens * per_token_act * dtype_bytes
     plan = partition.ranks[rank]

@@ -17,11 +17,12 @@ from ...model.decode_weights import full_weights
 from ...run.session import Session
 from ...star import attention
 from ...star.comm import Comm
+from ...star.dims import ModelDims
 from ...star.engine import resolve_decode
 from .cells import (ENGINE_MODES, HF_MODES, SINGLE_PROCESS_MODES, WARMUP_LENGTH, BenchSettings, CellSpec,
                     command_line, plan_cells, warmup_spec)
 from .table import fmt_value, cell_note
-from .flops import GIB, ModelDims, estimate_cell_bytes, forward_parts, phase1_parts
+from .flops import GIB, estimate_cell_bytes, forward_parts, phase1_parts
 
 # Matmul ceiling sizes: large enough to reach the device's peak, small enough to take seconds.
 _MATMUL_SIZE = {"cuda": 8192, "cpu": 2048}
