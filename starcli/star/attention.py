@@ -236,7 +236,21 @@ class AttentionState:
             # every block sees the whole anchor: one non-causal call for all of them
             merged, merged_lse = merge_partials(local_out, local_lse, *self._attend(q[:, :, span], anchor_k, anchor_v, False,
                                                                                     scale, start + pos, 0, pattern))
-            for j in range(count):
+            batched = count > 1 and kept > 0 and pattern.chunk is None and all(r == length for r in relays[:count])
+            if batched:
+                # every block relays the whole previous block, and the first one's is in this rank's
+                # buffer: the blocks' previous blocks are one stretch of it, so one batched call
+                # (as the local one) replaces a call and a merge per block
+                del relays[:count]
+                keys, values = self.document.read(layer, end=kept + (count - 1) * length)
+                earlier = slice(kept - length, kept + (count - 1) * length)
+                relay_out, relay_lse = self._attend(
+                    split_blocks(q[:, :, span], count), split_blocks(keys[:, :, earlier], count),
+                    split_blocks(values[:, :, earlier], count), False, scale, start + pos, start + pos - length, pattern,
+                )
+                merged, merged_lse = merge_partials(merged, merged_lse, join_blocks(relay_out, count),
+                                                    join_lse(relay_lse, count))
+            for j in range(0 if batched else count):
                 relay = relays.pop(0)
                 if relay:
                     own = slice(j * length, (j + 1) * length)
