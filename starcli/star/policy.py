@@ -31,16 +31,16 @@ FIXED_BLOCK = 16384
 _DENSE = Choice("dense")
 _STAR_FIXED = Choice("star", FIXED_BLOCK, FIXED_BLOCK)
 
-# (first document length, configuration, why), shortest first. One GPU (one H200, the 0.5B shape,
-# ratios to transformers' forward in one run; docs/benchmarks.md, "Issue 30"): dense 1.04-1.17 at
-# 8K-32K where every star configuration of ≥ 95% accuracy was slower; at 64K star 16K + relay 1.044
-# against dense 1.074, at 96K 0.836 against 1.066, at 128K 0.694 against 1.064. Its accuracy: 0.990
-# of dense at 64K and 0.958 at 128K (16 samples per task, docs/accuracy.md); 8K + relay, faster,
-# measured 0.76 at 64K.
+# (first document length, configuration, why), shortest first. One GPU (the 0.5B shape, ratios to
+# transformers' forward in one run; docs/benchmarks.md, "Issue 30"). With the whole document in
+# one dense pass (one H100, 2026-12-07): dense 0.997-1.015 at 8K-64K, where star 16K + relay was
+# slower (1.139 at 30K, 1.039 at 64K against dense 0.997); at 80K star 0.939 against dense 1.000,
+# at 96K 0.839 against 0.995, at 128K 0.700 against 1.002. Its accuracy: 0.990 of dense at 64K and
+# 0.958 at 128K (16 samples per task, docs/accuracy.md); 8K + relay, faster, measured 0.76 at 64K.
 ONE_GPU = (
     (0, _DENSE, "on one GPU below {next} tokens dense: star there attends to (nearly) every earlier token "
                 "in more calls"),
-    (65536, _STAR_FIXED, "from {first} tokens on one GPU star with 16K blocks + relay (0.69x transformers' "
+    (81920, _STAR_FIXED, "from {first} tokens on one GPU star with 16K blocks + relay (0.70x transformers' "
                          "time at 128K; accuracy 0.99 of dense at 64K, 0.96 at 128K)"),
 )
 # The CPU (the 2-core machine, bfloat16, the default 0.5B shape; docs/benchmarks.md, "Issue 30"):
