@@ -18,6 +18,9 @@ BLOCK_MULTIPLE = 128
 # A forward pass of phase 1 holds at most this many document tokens (but always at least one whole
 # block): bounds activation memory without making passes too small to run at full speed.
 DEFAULT_PASS_TOKENS = 32768
+# On a GPU a pass takes the whole document where this many times its estimated activations fit
+# (``pass_size``).
+_ACTIVATION_MARGIN = 2
 # Tokens of the previous block whose cached KV each block also attends to. None: the whole previous
 # block when the blocks come from the default rule (the configuration that keeps star within 5% of
 # dense on the default model, docs/accuracy.md), none with explicit block sizes (chosen for speed).
@@ -26,16 +29,19 @@ DEFAULT_RELAY = None
 
 def pass_size(tokens: int, pass_tokens: int, activation_bytes_per_token: int, kv_bytes_per_token: int,
               free_bytes: int) -> int:
-    """Most tokens in one phase-1 pass: all ``tokens`` when their activations fit in ``free_bytes``
-    twice over (a margin for the estimate) beside the KV still to be allocated for them, as
-    transformers' own forward takes a prompt; else ``pass_tokens``. More passes cost more: a dense
-    pass after the first attends to the earlier ones through the LSE kernel and a merge (128K in
-    one pass measured 1.018x transformers' forward against 1.060x in passes of 32K on one H200,
+    """Most tokens in one phase-1 pass: all ``tokens`` when twice their estimated activations fit
+    in ``free_bytes`` beside the KV still to be allocated for them, as transformers' own forward
+    takes a prompt; else ``pass_tokens``. Twice: a margin over an estimate that was itself above
+    what it estimates (transformers' forward of the Llama-3.1-8B shape at 128K peaked 14.6 GiB
+    above its weights, the estimate says 17.5; docs/bench/bench-h100-128k.txt). More passes cost
+    more: a dense pass after the first attends to the earlier ones through the LSE kernel and a
+    merge (128K in one pass 1.002x transformers' forward against 1.065x in passes of 32K, one H100,
     docs/benchmarks.md), and star batches its blocks only within a pass."""
     if tokens <= pass_tokens:
         return pass_tokens
-    needed = tokens * (kv_bytes_per_token + 2 * activation_bytes_per_token)
+    needed = tokens * (kv_bytes_per_token + _ACTIVATION_MARGIN * activation_bytes_per_token)
     return tokens if needed <= free_bytes else pass_tokens
+
 
 
 class PartitionError(UsageError):
