@@ -43,7 +43,6 @@ def pass_size(tokens: int, pass_tokens: int, activation_bytes_per_token: int, kv
     return tokens if needed <= free_bytes else pass_tokens
 
 
-
 class PartitionError(UsageError):
     """Invalid block/anchor/rank settings, with a one-line message for the user."""
 
