@@ -334,7 +334,7 @@ class AttentionState:
         tail_length = self.step.tail_length
         if (self.split_kv and pattern.window_only and q.shape[-1] == v.shape[-1]
                 and (tail_length is not None or q.shape[1] // k.shape[1] * q.shape[2] <= _SPLIT_KV_ROWS)):
-            return self._generate_split_kv(layer, q, k, v, scale, tail_length, pattern.window)
+            return self._generate_split_kv(layer, q, k, v, scale, tail_length, pattern)
         partials = []
         held = self.document.read(layer)
         if held is not None and held[0].shape[2]:
@@ -375,18 +375,19 @@ class AttentionState:
                                                      scale=scale, pattern=pattern))
         return partials
 
-    def _generate_split_kv(self, layer, q, k, v, scale, tail_length: torch.Tensor | None, window: int | None):
+    def _generate_split_kv(self, layer, q, k, v, scale, tail_length: torch.Tensor | None, pattern: LayerPattern):
         """Document and tail in one two-kernel split-KV attention (CUDA): the captured step, whose
         tail length is on the device, and a short question's prefill, whose offset is known here.
         A sliding-window layer reads only the document's last ``window`` keys; the kernels drop
         those each query's window has left behind, by the slot of its own position."""
         segments = []
+        window = pattern.window
         held = self.document.read(layer)
         if held is not None and held[0].shape[2]:
             if window is None:
                 segments.append(split_kv.Segment(*held))
             else:
-                for first, keys, values in self._document_stretches(held, LayerPattern(window=window)):
+                for first, keys, values in self._document_stretches(held, pattern):
                     # the first query's position, counted from this stretch's first slot
                     own = (tail_length + (self.total_tokens - first) if tail_length is not None
                            else self.step.query_start - first)

@@ -313,14 +313,13 @@ class StarEngine:
             self.state.tail.filled += len(ids)
         return logits
 
-    def _question_from_phase_one(self, logits: torch.Tensor) -> torch.Tensor:
+    def _tail_from_phase_one(self) -> None:
         """The question phase 1 encoded: its KV into the tail, where a prefill would have put it."""
         question = self.state.question
         for layer in question.keys:
             self.state.tail.write(layer, question.keys[layer], question.values[layer], 0)
         self.state.tail.filled += question.capacity
         self.state.question = attention.KVBuffer(0)
-        return logits
 
     def _choose(self, logits: torch.Tensor, sampler: Sampler) -> int:
         # the last rank decides and broadcasts, so ranks can never diverge on sampled tokens
@@ -368,7 +367,8 @@ class StarEngine:
         start = time.perf_counter()
         encoded, self._encoded_question = self._encoded_question, None
         if encoded is not None and encoded[0] == question_ids and position == self.run.partition.num_tokens:
-            logits = self._question_from_phase_one(encoded[1])
+            self._tail_from_phase_one()
+            logits = encoded[1]
         else:
             logits = self._step(question_ids, position)
         position += len(question_ids)
