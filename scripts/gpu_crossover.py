@@ -25,6 +25,9 @@ CONFIGS = [
     ("exact", dict(modes="hf-dense,dense")),
     ("star 16K+relay", dict(modes="star", block_sizes="16k", relays="16k")),
     ("star 8K+relay", dict(modes="star", block_sizes="8k", relays="8k")),
+    # between the two (issue 30: the 8B shape's 0.6x at 128K): smaller blocks, or a smaller anchor
+    ("star 10K+relay", dict(modes="star", block_sizes="10k", relays="10k")),
+    ("star 16K a4K+relay", dict(modes="star", block_sizes="16k", anchor_size="4k", relays="16k")),
     ("auto", dict(modes="auto")),
 ]
 
@@ -34,7 +37,8 @@ def label(cell: dict) -> str:
         return cell["mode"]
     if cell["block_rule"] == "N/4":
         return "star N/4+relay"
-    return f"star {cell['block'] // 1024}K+relay" if cell["relay"] else f"star {cell['block'] // 1024}K"
+    anchor = f" a{cell['anchor'] // 1024}K" if cell["anchor"] < min(cell["block"], cell["length"]) else ""
+    return f"star {cell['block'] // 1024}K{anchor}" + ("+relay" if cell["relay"] else "")
 
 
 def main() -> None:
