@@ -202,3 +202,11 @@ def test_families_on_cuda_equal_transformers(family):
     assert engine_greedy(engine, doc, question, plan_star(DOCUMENT, 1, block_size=512)) == want
     half = StarEngine(star.to(torch.bfloat16), kernel="auto")
     assert len(engine_greedy(half, doc, question, plan_star(DOCUMENT, 1, block_size=128, relay=128))) == NEW
+
+
+@cuda
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32])
+def test_fused_merge_into_matches_float64(dtype):
+    from .test_merge import merged_into_a_slice
+
+    merged_into_a_slice("cuda", dtype)

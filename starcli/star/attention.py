@@ -41,6 +41,7 @@ from .kernels import (attention_at, attention_upto, attention_with_lse, causal_a
                       join_lse, positional_attention, split_blocks)
 from .masks import PLAIN, LayerPattern, layer_pattern
 from .merge import merge_many, merge_partials
+from .merge_into import merge_into
 
 ATTENTION_NAME = "star"
 # Question + answer KV up to this many tokens is attended with the math kernel (see _generate).
@@ -233,9 +234,10 @@ class AttentionState:
                 split_blocks(v[:, :, span], count), True, scale, start + pos, start + pos, pattern,
             )
             local_out, local_lse = join_blocks(local_out, count), join_lse(local_lse, count)
-            # every block sees the whole anchor: one non-causal call for all of them
-            merged, merged_lse = merge_partials(local_out, local_lse, *self._attend(q[:, :, span], anchor_k, anchor_v, False,
-                                                                                    scale, start + pos, 0, pattern))
+            # every block sees the whole anchor: one non-causal call for all of them; the merges
+            # write straight into this pass's output
+            merge_into(out[:, :, span], lse[:, :, span], local_out, local_lse,
+                       *self._attend(q[:, :, span], anchor_k, anchor_v, False, scale, start + pos, 0, pattern))
             batched = count > 1 and kept > 0 and pattern.chunk is None and all(r == length for r in relays[:count])
             if batched:
                 # every block relays the whole previous block, and the first one's is in this rank's
@@ -248,8 +250,8 @@ class AttentionState:
                     split_blocks(q[:, :, span], count), split_blocks(keys[:, :, earlier], count),
                     split_blocks(values[:, :, earlier], count), False, scale, start + pos, start + pos - length, pattern,
                 )
-                merged, merged_lse = merge_partials(merged, merged_lse, join_blocks(relay_out, count),
-                                                    join_lse(relay_lse, count))
+                merge_into(out[:, :, span], lse[:, :, span], out[:, :, span], lse[:, :, span],
+                           join_blocks(relay_out, count), join_lse(relay_lse, count))
             for j in range(0 if batched else count):
                 relay = relays.pop(0)
                 if relay:
@@ -261,12 +263,10 @@ class AttentionState:
                         relayed = from_previous_rank
                     else:
                         relayed = [x[:, :, offset - relay : offset] for x in self.document.read(layer, end=offset)]
-                    block_start = start + pos + own.start
-                    relay_out, relay_lse = self._attend(q[:, :, pos + own.start : pos + own.stop], *relayed, False, scale,
-                                                        block_start, block_start - relay, pattern)
-                    merged[:, :, own], merged_lse[:, :, own] = merge_partials(merged[:, :, own], merged_lse[:, :, own],
-                                                                              relay_out, relay_lse)
-            out[:, :, span], lse[:, :, span] = merged, merged_lse
+                    rows = slice(pos + own.start, pos + own.stop)
+                    relay_out, relay_lse = self._attend(q[:, :, rows], *relayed, False, scale, start + rows.start,
+                                                        start + rows.start - relay, pattern)
+                    merge_into(out[:, :, rows], lse[:, :, rows], out[:, :, rows], lse[:, :, rows], relay_out, relay_lse)
             pos += length * count
             kept += length * count
         return out, lse
