@@ -20,7 +20,9 @@ $(VENV)/.installed: pyproject.toml requirements.lock
 	$(BIN)/python -m pip install --quiet --no-deps --no-build-isolation -e .
 	touch $@
 
-# A fixed seed: the model's own sampling, with the same answer every time on one machine.
+# A fixed seed: the model's own sampling, with the same answer every time on one machine. The two
+# files are the document: an edit to either changes the sampled answer (one in docs/architecture.md
+# made it loop to the repetition stop in float32), so run .ci/run after one, on an empty cache.
 run: setup
 	$(BIN)/starcli ask README.md docs/architecture.md --seed 1 \
 		"What does this repository do, and where is the Star Attention engine implemented? Answer in a few sentences."
