@@ -34,9 +34,10 @@ if triton is not None:
     def _merge_two(a_ptr, la_ptr, b_ptr, lb_ptr, o_ptr, lo_ptr, heads, length, dim,
                    a_b, a_h, a_s, la_b, la_h, b_b, b_h, b_s, lb_b, lb_h, o_b, o_h, o_s, lo_b, lo_h,
                    BLOCK_S: tl.constexpr, BLOCK_D: tl.constexpr):
-        bh = tl.program_id(0)
+        # 64-bit offsets: one pass's output may hold more than 2^31 elements
+        bh = tl.program_id(0).to(tl.int64)
         batch, head = bh // heads, bh % heads
-        rows = tl.program_id(1) * BLOCK_S + tl.arange(0, BLOCK_S)
+        rows = tl.program_id(1).to(tl.int64) * BLOCK_S + tl.arange(0, BLOCK_S)
         cols = tl.arange(0, BLOCK_D)
         row_ok = rows < length
         both_ok = row_ok[:, None] & (cols[None, :] < dim)
