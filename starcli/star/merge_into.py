@@ -50,9 +50,9 @@ if triton is not None:
         weight_b = tl.exp(lse_b - shift)
         total = weight_a + weight_b
         seen = total > 0
-        lse = tl.where(seen, shift + tl.log(tl.where(seen, total, 1.0)), float("-inf"))
-        # weights relative to the merged lse, as in merge_partials: exp(lse_x - lse)
         norm = tl.where(seen, total, 1.0)
+        lse = tl.where(seen, shift + tl.log(norm), float("-inf"))
+        # weights relative to the merged lse, as in merge_partials: exp(lse_x - lse)
         weight_a = weight_a / norm
         weight_b = weight_b / norm
         out_a = tl.load(a_ptr + batch * a_b + head * a_h + rows[:, None] * a_s + cols[None, :], mask=both_ok, other=0.0)
